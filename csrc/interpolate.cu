@@ -1,0 +1,100 @@
+// interpolate: per-pixel attribute interpolation with the rasterizer's
+// barycentrics, out = u a0 + v a1 + (1 - u - v) a2, and optionally the
+// screen-space derivatives dA/dX = (a0 - a2) du/dX + (a1 - a2) dv/dX (same in Y).
+#include "common.h"
+
+struct InterpolateParams {
+    const float* attr;       // [N or 1, V, A] (stride attr_image_stride between images)
+    const float* rast;       // [N, H, W, 4]
+    const float* rast_db;    // [N, H, W, 4] or null
+    const int* tri;          // [T, 3]
+    const int* diff_idx;     // [D] attribute indices whose derivatives are produced
+    float* out;              // [N, H, W, A]
+    float* out_da;           // [N, H, W, 2D] or null
+    const float* grad_out;   // backward: [N, H, W, A]
+    const float* grad_da;    // backward: [N, H, W, 2D] or null
+    float* grad_attr;        // backward: like attr, zero-initialised
+    float* grad_rast;        // backward: [N, H, W, 4]
+    float* grad_rast_db;     // backward: [N, H, W, 4] or null
+    i64 pixels_per_image;    // H * W
+    i64 attr_image_stride;   // V * A in instanced mode with N > 1, else 0
+    int num_attrs;           // A
+    int num_diff;            // D
+};
+
+struct Corners {
+    int t;                   // triangle id, -1 for an empty pixel
+    i64 row[3];              // offsets of the three vertices' attribute rows in attr
+};
+
+GLRAST_HD Corners corners(const InterpolateParams& p, i64 i) {
+    Corners c;
+    c.t = decode_triangle_id(p.rast[4 * i + 3]);
+    if (c.t < 0) return c;
+    i64 base = (i / p.pixels_per_image) * p.attr_image_stride;
+    for (int k = 0; k < 3; ++k) c.row[k] = base + (i64)p.tri[3 * (i64)c.t + k] * p.num_attrs;
+    return c;
+}
+
+GLRAST_KERNEL(interpolate_fwd, InterpolateParams) {
+    float* out = p.out + i * p.num_attrs;
+    float* out_da = p.out_da ? p.out_da + i * 2 * p.num_diff : nullptr;
+    Corners c = corners(p, i);
+    if (c.t < 0) {
+        for (int k = 0; k < p.num_attrs; ++k) out[k] = 0.f;
+        if (out_da) for (int k = 0; k < 2 * p.num_diff; ++k) out_da[k] = 0.f;
+        return;
+    }
+    const float* a[3] = {p.attr + c.row[0], p.attr + c.row[1], p.attr + c.row[2]};
+    float u = p.rast[4 * i], v = p.rast[4 * i + 1], s = 1.f - u - v;
+    for (int k = 0; k < p.num_attrs; ++k) out[k] = u * a[0][k] + v * a[1][k] + s * a[2][k];
+    if (!out_da) return;
+    const float* db = p.rast_db + 4 * i;
+    for (int d = 0; d < p.num_diff; ++d) {
+        int k = p.diff_idx[d];
+        float e0 = a[0][k] - a[2][k], e1 = a[1][k] - a[2][k];
+        out_da[2 * d] = e0 * db[0] + e1 * db[2];
+        out_da[2 * d + 1] = e0 * db[1] + e1 * db[3];
+    }
+}
+
+GLRAST_KERNEL(interpolate_bwd, InterpolateParams) {
+    float* grad_rast = p.grad_rast + 4 * i;
+    float* grad_db = p.grad_rast_db ? p.grad_rast_db + 4 * i : nullptr;
+    for (int k = 0; k < 4; ++k) grad_rast[k] = 0.f;
+    if (grad_db) for (int k = 0; k < 4; ++k) grad_db[k] = 0.f;
+    Corners c = corners(p, i);
+    if (c.t < 0) return;
+    const float* a[3] = {p.attr + c.row[0], p.attr + c.row[1], p.attr + c.row[2]};
+    float* g[3] = {p.grad_attr + c.row[0], p.grad_attr + c.row[1], p.grad_attr + c.row[2]};
+    float u = p.rast[4 * i], v = p.rast[4 * i + 1], s = 1.f - u - v;
+    const float* go = p.grad_out + i * p.num_attrs;
+    float gu = 0.f, gv = 0.f;
+    for (int k = 0; k < p.num_attrs; ++k) {
+        float gk = go[k];
+        if (gk == 0.f) continue;
+        atomic_add_f32(g[0] + k, u * gk);
+        atomic_add_f32(g[1] + k, v * gk);
+        atomic_add_f32(g[2] + k, s * gk);
+        gu += gk * (a[0][k] - a[2][k]);
+        gv += gk * (a[1][k] - a[2][k]);
+    }
+    grad_rast[0] = gu;
+    grad_rast[1] = gv;
+    if (!p.grad_da) return;
+    const float* db = p.rast_db + 4 * i;
+    const float* gda = p.grad_da + i * 2 * p.num_diff;
+    float gdb[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int d = 0; d < p.num_diff; ++d) {
+        int k = p.diff_idx[d];
+        float gx = gda[2 * d], gy = gda[2 * d + 1];
+        if (gx == 0.f && gy == 0.f) continue;
+        float e0 = a[0][k] - a[2][k], e1 = a[1][k] - a[2][k];
+        gdb[0] += gx * e0; gdb[1] += gy * e0; gdb[2] += gx * e1; gdb[3] += gy * e1;
+        float g0 = gx * db[0] + gy * db[1], g1 = gx * db[2] + gy * db[3];
+        atomic_add_f32(g[0] + k, g0);
+        atomic_add_f32(g[1] + k, g1);
+        atomic_add_f32(g[2] + k, -g0 - g1);
+    }
+    if (grad_db) for (int k = 0; k < 4; ++k) grad_db[k] = gdb[k];
+}

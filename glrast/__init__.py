@@ -1,0 +1,22 @@
+"""glrast: differentiable rasterization with a GL visibility pass and custom kernels.
+
+Drop-in for ``import nvdiffrast.torch as dr``: ``import glrast as dr``.
+"""
+
+from ._log import get_log_level, set_log_level
+from ._version import __version__
+from .context import RasterizeCudaContext, RasterizeGLContext
+from .interpolate import interpolate
+from .raster import DepthPeeler, rasterize, triangle_index
+
+__all__ = [
+    "DepthPeeler",
+    "RasterizeCudaContext",
+    "RasterizeGLContext",
+    "__version__",
+    "get_log_level",
+    "interpolate",
+    "rasterize",
+    "set_log_level",
+    "triangle_index",
+]

@@ -1,0 +1,168 @@
+"""RasterizeGLContext: one OpenGL context (headless EGL) and the GL objects it owns."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import moderngl
+import torch
+
+_MODES = ("automatic", "manual")
+
+
+def resolve_device(device: Any) -> torch.device:
+    """None: the current CUDA device if CUDA is available, else the CPU."""
+    if device is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+    if isinstance(device, int):
+        return torch.device("cuda", device)
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"RasterizeGLContext: device must be a CPU or CUDA device, got {dev}")
+    return dev
+
+
+def _create_egl_context(device: torch.device) -> moderngl.Context:
+    kwargs: dict[str, Any] = {"standalone": True, "backend": "egl", "require": 430}
+    if device.type == "cuda":
+        from .egl import egl_device_for_cuda
+
+        kwargs["device_index"] = egl_device_for_cuda(device.index)
+    try:
+        return moderngl.create_context(**kwargs)
+    except Exception as e:  # glcontext raises bare Exceptions with the EGL call that failed
+        raise RuntimeError(
+            f"RasterizeGLContext: could not create a headless OpenGL 4.3+ context through EGL ({e}). "
+            "glrast needs libEGL.so.1 (glvnd) and a vendor driver: on Debian/Ubuntu "
+            "`apt-get install libegl1 libegl-mesa0 libgl1-mesa-dri` gives Mesa's software renderer; "
+            "on NVIDIA machines the driver's libEGL_nvidia.so and its glvnd vendor file "
+            "(10_nvidia.json) must be installed. Run `glrast doctor` for details."
+        ) from e
+
+
+class RasterizeGLContext:
+    """An OpenGL context for `rasterize`, bound to the thread that creates it.
+
+    output_db: also produce rast_db (screen-space derivatives of u, v).
+    mode: 'automatic' makes the context current around every call; 'manual'
+        leaves it to the caller (`set_context()` / `release_context()`).
+    device: torch device (or CUDA index) whose tensors this context serves;
+        None: the current CUDA device if CUDA is available, else the CPU.
+    gl_context: an existing ModernGL context to render with (e.g. a viewer
+        window's) instead of creating a headless EGL one; the caller keeps
+        ownership of it.
+    """
+
+    def __init__(
+        self,
+        output_db: bool = True,
+        mode: str = "automatic",
+        device: Any = None,
+        gl_context: moderngl.Context | None = None,
+    ) -> None:
+        if mode not in _MODES:
+            raise ValueError(f"RasterizeGLContext: mode must be one of {_MODES}, got {mode!r}")
+        self.output_db = bool(output_db)
+        self.mode = mode
+        self.device = resolve_device(device)
+        self._thread = threading.get_ident()
+        self._owns_gl = gl_context is None
+        self.gl = gl_context if gl_context is not None else _create_egl_context(self.device)
+        self._pipeline: Any = None
+        self.active_peeler: Any = None
+        limits = self.gl.info
+        self.max_resolution = int(
+            min(limits["GL_MAX_TEXTURE_SIZE"], limits["GL_MAX_RENDERBUFFER_SIZE"], *limits["GL_MAX_VIEWPORT_DIMS"])
+        )
+        self.max_storage_bytes = int(limits["GL_MAX_SHADER_STORAGE_BLOCK_SIZE"])
+
+    # -- information ---------------------------------------------------------
+    @property
+    def info(self) -> dict[str, Any]:
+        """GL vendor, renderer and version, and the torch device served."""
+        gl = self.gl.info
+        return {
+            "vendor": gl["GL_VENDOR"],
+            "renderer": gl["GL_RENDERER"],
+            "version": gl["GL_VERSION"],
+            "device": str(self.device),
+            "max_resolution": self.max_resolution,
+        }
+
+    # -- making current ------------------------------------------------------
+    def _check_thread(self) -> None:
+        if threading.get_ident() != self._thread:
+            raise RuntimeError(
+                "RasterizeGLContext: this context was created on another thread; an OpenGL context "
+                "is bound to its thread. Create one context per thread."
+            )
+
+    def set_context(self) -> None:
+        """Make the GL context current (mode='manual')."""
+        self._check_thread()
+        self.gl.__enter__()
+
+    def release_context(self) -> None:
+        """Release the GL context (mode='manual')."""
+        self._check_thread()
+        self.gl.__exit__(None, None, None)
+
+    @contextlib.contextmanager
+    def activate(self) -> Iterator[moderngl.Context]:
+        """Used by the ops: checks the thread, makes the context current if automatic."""
+        if self.gl is None:
+            raise RuntimeError("RasterizeGLContext: the context has been released")
+        self._check_thread()
+        if self.mode == "automatic":
+            with self.gl:
+                yield self.gl
+        else:
+            yield self.gl
+
+    def pipeline(self) -> Any:
+        """The rasterization pipeline (programs, buffers, targets), created on first use."""
+        if self._pipeline is None:
+            from .raster import RasterPipeline
+
+            self._pipeline = RasterPipeline(self.gl)
+        return self._pipeline
+
+    # -- lifetime ------------------------------------------------------------
+    def release(self) -> None:
+        """Free every GL object (idempotent). Must run on the creating thread."""
+        if self.gl is None:
+            return
+        self._check_thread()
+        if self._pipeline is not None:
+            with self.gl:
+                self._pipeline.release()
+            self._pipeline = None
+        if self._owns_gl:
+            self.gl.release()
+        self.gl = None
+
+    def __enter__(self) -> RasterizeGLContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        # Never call GL from a foreign thread (e.g. the garbage collector's).
+        if getattr(self, "gl", None) is not None and threading.get_ident() == self._thread:
+            try:
+                self.release()
+            except Exception:
+                pass
+
+
+def RasterizeCudaContext(device: Any = None) -> RasterizeGLContext:  # noqa: N802 - nvdiffrast's name
+    """nvdiffrast compatibility: a RasterizeGLContext on `device`."""
+    return RasterizeGLContext(device=device)

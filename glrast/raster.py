@@ -1,0 +1,271 @@
+"""rasterize and DepthPeeler: the GL visibility pass and its backward kernel."""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+import moderngl
+import torch
+
+from . import _checks, interop, kernels
+from ._resources import resource_dir
+from .context import RasterizeGLContext
+
+_FN = "rasterize"
+
+
+class RasterPipeline:
+    """The GL objects of the visibility pass, owned by one RasterizeGLContext.
+
+    Buffers and render targets grow to the largest size seen and are reused;
+    images of a batch are drawn one after another into the same target and
+    read back in turn, so the target never needs more than one image.
+    """
+
+    def __init__(self, gl: moderngl.Context):
+        self.gl = gl
+        shaders = resource_dir("shaders")
+        self.program = gl.program(
+            vertex_shader=(shaders / "rasterize.vert").read_text(),
+            fragment_shader=(shaders / "rasterize.frag").read_text(),
+        )
+        self.program["prev_rast"].value = 0
+        self.pos_buf = gl.buffer(reserve=16)
+        self.tri_buf = gl.buffer(reserve=12)
+        self.vao = gl.vertex_array(self.program, [], index_buffer=self.tri_buf, index_element_size=4)
+        self.size = (0, 0)  # (width, height) of the render target
+        self.targets: list[Any] = []
+
+    def _grow(self, height: int, width: int) -> None:
+        w, h = max(width, self.size[0]), max(height, self.size[1])
+        if (w, h) == self.size:
+            return
+        for obj in self.targets:
+            obj.release()
+        rast_tex = self.gl.texture((w, h), 4, dtype="f4")
+        db_tex = self.gl.texture((w, h), 4, dtype="f4")
+        depth = self.gl.depth_renderbuffer((w, h))
+        prev = self.gl.texture((w, h), 4, dtype="f4")
+        prev.filter = (moderngl.NEAREST, moderngl.NEAREST)
+        self.fbo = self.gl.framebuffer(color_attachments=[rast_tex, db_tex], depth_attachment=depth)
+        self.prev_tex = prev
+        self.targets = [self.fbo, rast_tex, db_tex, depth, prev]
+        self.size = (w, h)
+
+    @staticmethod
+    def _upload(buf: moderngl.Buffer, data: torch.Tensor) -> None:
+        host = data.detach().cpu().contiguous()
+        if buf.size < host.numel() * host.element_size():
+            buf.orphan(host.numel() * host.element_size())
+        buf.write(host.numpy())
+
+    def draw(
+        self,
+        pos: torch.Tensor,
+        tri: torch.Tensor,
+        draws: list[tuple[int, int, int]],
+        height: int,
+        width: int,
+        with_db: bool,
+        prev_rast: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rasterize one image per (vertex_base, first_tri, tri_count) in `draws`."""
+        self._grow(height, width)
+        self._upload(self.pos_buf, pos)
+        self._upload(self.tri_buf, tri)
+        self.pos_buf.bind_to_storage_buffer(0)
+        self.tri_buf.bind_to_storage_buffer(1)
+        n = len(draws)
+        rast = torch.empty(n, height, width, 4, dtype=torch.float32, device=pos.device)
+        rast_db = torch.empty(n, height, width, 4 if with_db else 0, dtype=torch.float32, device=pos.device)
+        viewport = (0, 0, width, height)
+        gl = self.gl
+        gl.enable(moderngl.DEPTH_TEST)
+        gl.depth_func = "<"
+        gl.disable(moderngl.CULL_FACE | moderngl.BLEND)
+        self.fbo.use()
+        self.fbo.viewport = viewport
+        self.program["ndc_scale"].value = (2.0 / width, 2.0 / height)
+        self.program["peel"].value = prev_rast is not None
+        for layer, (vertex_base, first, count) in enumerate(draws):
+            self.fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0, viewport=viewport)
+            if prev_rast is not None:
+                self.prev_tex.write(prev_rast[layer].detach().cpu().contiguous().numpy(), viewport=viewport)
+                self.prev_tex.use(0)
+            self.program["vertex_base"].value = vertex_base
+            self.program["tri_base"].value = first
+            if count > 0:
+                self.vao.render(moderngl.TRIANGLES, vertices=3 * count, first=3 * first)
+            interop.read_attachment(self, 0, rast[layer], viewport)
+            if with_db:
+                interop.read_attachment(self, 1, rast_db[layer], viewport)
+        return rast, rast_db
+
+    def release(self) -> None:
+        for obj in (*self.targets, self.vao, self.pos_buf, self.tri_buf, self.program):
+            obj.release()
+        self.targets = []
+
+
+class RasterGradParams(ctypes.Structure):
+    _fields_ = [
+        ("pos", ctypes.c_void_p),
+        ("tri", ctypes.c_void_p),
+        ("rast", ctypes.c_void_p),
+        ("grad_rast", ctypes.c_void_p),
+        ("grad_db", ctypes.c_void_p),
+        ("grad_pos", ctypes.c_void_p),
+        ("height", ctypes.c_int),
+        ("width", ctypes.c_int),
+        ("verts_per_image", ctypes.c_int),
+    ]
+
+
+class _Rasterize(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, pos, tri, draws, glctx, height, width, grad_db, prev_rast):
+        with glctx.activate():
+            rast, rast_db = glctx.pipeline().draw(pos, tri, draws, height, width, glctx.output_db, prev_rast)
+        ctx.save_for_backward(pos, tri, rast)
+        ctx.grad_db = grad_db and glctx.output_db
+        return rast, rast_db
+
+    @staticmethod
+    def backward(ctx, grad_rast, grad_rast_db):
+        pos, tri, rast = ctx.saved_tensors
+        grad_rast = grad_rast.contiguous()
+        use_db = ctx.grad_db and grad_rast_db is not None and grad_rast_db.numel() > 0
+        grad_db = grad_rast_db.contiguous() if use_db else None
+        grad_pos = torch.zeros_like(pos)
+        n, h, w, _ = rast.shape
+        params = RasterGradParams(
+            pos.data_ptr(),
+            tri.data_ptr(),
+            rast.data_ptr(),
+            grad_rast.data_ptr(),
+            kernels.ptr(grad_db),
+            grad_pos.data_ptr(),
+            h,
+            w,
+            pos.shape[1] if pos.ndim == 3 else 0,
+        )
+        kernels.module("raster", pos.device).launch("raster_grad", params, n * h * w)
+        return grad_pos, None, None, None, None, None, None, None
+
+
+def _prepare(glctx: Any, pos: Any, tri: Any, resolution: Any, ranges: Any, fn: str):
+    """Validate rasterize's arguments; returns (pos, tri, draws, height, width)."""
+    if not isinstance(glctx, RasterizeGLContext):
+        raise TypeError(f"{fn}: glctx must be a RasterizeGLContext, got {type(glctx).__name__}")
+    pos = _checks.tensor(fn, "pos", pos, "[N, V, 4] (instanced) or [V, 4] (with ranges)", ndims=(2, 3), last=4)
+    tri = _checks.tensor(fn, "tri", tri, "[T, 3]", ndims=(2,), last=3, dtype=torch.int32)
+    _checks.same_device(fn, pos.device, tri=tri)
+    if pos.device != glctx.device:
+        raise ValueError(f"{fn}: pos is on {pos.device} but the context serves {glctx.device}")
+    height, width = _checks.resolution(fn, resolution, glctx.max_resolution)
+    num_verts = pos.shape[-2]
+    _checks.triangles(fn, tri, num_verts)
+    num_tris = tri.shape[0]
+    if num_tris + 1 > 0x34FFFFFF:
+        raise ValueError(f"{fn}: {num_tris} triangles exceed the id encoding's limit of {0x34FFFFFF - 1}")
+    for name, t in (("pos", pos), ("tri", tri)):
+        if t.numel() * 4 > glctx.max_storage_bytes:
+            raise ValueError(
+                f"{fn}: {name} needs {t.numel() * 4} bytes of GL storage buffer, above this GL's limit "
+                f"of {glctx.max_storage_bytes} (GL_MAX_SHADER_STORAGE_BLOCK_SIZE); split the batch"
+            )
+    if pos.ndim == 3:
+        if ranges is not None:
+            raise ValueError(f"{fn}: ranges is only valid with pos of shape [V, 4] (range mode); got pos {list(pos.shape)}")
+        draws = [(n * num_verts, 0, num_tris) for n in range(pos.shape[0])]
+    else:
+        if ranges is None:
+            raise ValueError(f"{fn}: pos of shape [V, 4] needs ranges (range mode); for one image use pos[None]")
+        if not isinstance(ranges, torch.Tensor) or ranges.dtype != torch.int32 or ranges.ndim != 2 or ranges.shape[1] != 2:
+            got = _checks.describe(ranges) if isinstance(ranges, torch.Tensor) else type(ranges).__name__
+            raise ValueError(f"{fn}: ranges must be an int32 tensor of shape [N, 2], got {got}")
+        if ranges.device.type != "cpu":
+            raise ValueError(f"{fn}: ranges must be on the CPU, got {ranges.device}")
+        draws = []
+        for first, count in ranges.tolist():
+            if first < 0 or count < 0 or first + count > num_tris:
+                raise ValueError(f"{fn}: range (first={first}, count={count}) is outside the {num_tris} triangles of tri")
+            draws.append((0, first, count))
+    if not draws:
+        raise ValueError(f"{fn}: the batch is empty (N = 0)")
+    return pos, tri, draws, height, width
+
+
+def rasterize(
+    glctx: RasterizeGLContext,
+    pos: torch.Tensor,  # [N, V, 4] or [V, 4] (range mode), float32 clip space
+    tri: torch.Tensor,  # [T, 3] int32
+    resolution: tuple[int, int],  # (height, width) in pixels
+    ranges: torch.Tensor | None = None,  # [N, 2] int32 on the CPU: (first triangle, count); None: instanced mode
+    grad_db: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rasterize triangles; returns rast [N, H, W, 4] = (u, v, z/w, id+1) and
+    rast_db [N, H, W, 4] = (du/dX, du/dY, dv/dX, dv/dY) ([N, H, W, 0] when the
+    context has output_db=False). Row 0 is clip-space y = -1.
+
+    Gradients flow from (u, v) and, with grad_db, from rast_db to the x, y and
+    w of pos. See SPEC.md "rasterize".
+    """
+    pos, tri, draws, height, width = _prepare(glctx, pos, tri, resolution, ranges, _FN)
+    if glctx.active_peeler is not None:
+        raise RuntimeError(f"{_FN}: a DepthPeeler is active on this context; finish it before calling rasterize")
+    return _Rasterize.apply(pos, tri, draws, glctx, height, width, bool(grad_db), None)
+
+
+class DepthPeeler:
+    """Peels surface layers front to back: `rasterize_next_layer()` returns the
+    (rast, rast_db) of the next-nearest surface at each pixel. Use as a context
+    manager; one peeler per context at a time."""
+
+    def __init__(
+        self,
+        glctx: RasterizeGLContext,
+        pos: torch.Tensor,  # [N, V, 4] or [V, 4] (range mode)
+        tri: torch.Tensor,  # [T, 3] int32
+        resolution: tuple[int, int],  # (height, width)
+        ranges: torch.Tensor | None = None,  # [N, 2] int32 on the CPU
+        grad_db: bool = True,
+    ) -> None:
+        fn = "DepthPeeler"
+        self._args = _prepare(glctx, pos, tri, resolution, ranges, fn)
+        self.glctx = glctx
+        self.grad_db = bool(grad_db)
+        self._prev: torch.Tensor | None = None
+        self._active = False
+
+    def __enter__(self) -> DepthPeeler:
+        if self.glctx.active_peeler is not None:
+            raise RuntimeError("DepthPeeler: another DepthPeeler is already active on this context")
+        self.glctx.active_peeler = self
+        self._active = True
+        self._prev = None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._active:
+            self.glctx.active_peeler = None
+            self._active = False
+
+    def rasterize_next_layer(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self._active:
+            raise RuntimeError("DepthPeeler: use it as a context manager (`with DepthPeeler(...) as peeler:`)")
+        pos, tri, draws, height, width = self._args
+        rast, rast_db = _Rasterize.apply(pos, tri, draws, self.glctx, height, width, self.grad_db, self._prev)
+        self._prev = rast.detach()
+        return rast, rast_db
+
+
+def triangle_index(rast: torch.Tensor) -> torch.Tensor:
+    """Decode rast[..., 3] into int64 triangle ids (-1 where the pixel is empty)."""
+    w = rast[..., 3].contiguous()
+    bits = w.view(torch.int32).to(torch.int64)
+    small = w.to(torch.int64) - 1
+    large = bits - 0x4A800000 - 1
+    ids = torch.where(w <= 16777216.0, small, large)
+    return torch.where(w > 0, ids, torch.full_like(ids, -1))
