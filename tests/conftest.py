@@ -1,0 +1,53 @@
+"""Shared fixtures: every numerical test runs once per device (CPU always,
+CUDA when present; CUDA cases carry the `gpu` mark and skip without CUDA)."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import glrast as dr  # noqa: E402
+
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")],
+    ),
+]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> torch.device:
+    return torch.device(request.param)
+
+
+_contexts: dict[str, dr.RasterizeGLContext] = {}
+
+
+def shared_context(device: torch.device) -> dr.RasterizeGLContext:
+    """One GL context per device for the whole session (contexts are costly to create)."""
+    ctx = _contexts.get(str(device))
+    if ctx is None:
+        ctx = _contexts[str(device)] = dr.RasterizeGLContext(device=device)
+    return ctx
+
+
+@pytest.fixture
+def glctx(device) -> dr.RasterizeGLContext:
+    return shared_context(device)
+
+
+@pytest.fixture
+def cpu_glctx() -> dr.RasterizeGLContext:
+    """For checks that do not depend on the device (argument validation)."""
+    return shared_context(torch.device("cpu"))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for ctx in _contexts.values():
+        ctx.release()
+    _contexts.clear()

@@ -1,0 +1,388 @@
+"""rasterize: known answers, the reference oracle, finite differences, validation."""
+
+import threading
+
+import pytest
+import reference as ref
+import torch
+
+import glrast as dr
+
+F32 = dict(dtype=torch.float32)
+
+
+def tri_tensor(rows, device="cpu"):
+    return torch.tensor(rows, dtype=torch.int32, device=device)
+
+
+def screen_triangle(points, h, w, z=0.0, wclip=1.0):
+    """Clip-space vertices [3, 4] of a triangle given in pixel coordinates."""
+    rows = []
+    for (px, py), wc in zip(points, wclip if isinstance(wclip, (list, tuple)) else [wclip] * 3):
+        rows.append([(2 * px / w - 1) * wc, (2 * py / h - 1) * wc, z * wc, wc])
+    return torch.tensor(rows, **F32)
+
+
+def random_scene(num_tris=12, num_images=2, seed=0):
+    """Random perspective triangles in front of the camera, overlapping each other."""
+    g = torch.Generator().manual_seed(seed)
+    verts = torch.rand(num_images, 3 * num_tris, 3, generator=g) * 2 - 1
+    wc = 1.0 + torch.rand(num_images, 3 * num_tris, 1, generator=g) * 2
+    pos = torch.cat([verts[..., :2] * wc * 0.9, verts[..., 2:] * 0.5 * wc, wc], -1)
+    tri = torch.arange(3 * num_tris, dtype=torch.int32).view(num_tris, 3)
+    return pos.contiguous(), tri
+
+
+# ---------------------------------------------------------------------------
+# Known answers
+
+
+@pytest.mark.parametrize("res", [(16, 16), (7, 13), (1, 1), (33, 20)])
+def test_coverage_barycentrics_depth_ids_known_triangle(glctx, device, res):
+    h, w = res
+    pos = screen_triangle([(0.3 * w, 0.2 * h), (0.9 * w, 0.35 * h), (0.4 * w, 0.95 * h)], h, w, z=0.25)
+    tri = tri_tensor([[0, 1, 2]])
+    rast, rast_db = dr.rasterize(glctx, pos[None].to(device), tri.to(device), res)
+    rast = rast.cpu()
+    assert rast.shape == (1, h, w, 4) and rast_db.shape == (1, h, w, 4)
+    inside, margin = ref.inside_triangle(pos, h, w)
+    clear = margin > 1e-3  # centres on an edge are decided by GL's fill rule
+    covered = rast[0, ..., 3] > 0
+    assert torch.equal(covered[clear], inside[clear])
+    assert torch.all(rast[0, ..., 3][covered] == 1.0)
+    assert torch.all(rast[0][~covered] == 0)
+    uv, _ = ref.barycentrics(pos[None], tri, torch.where(covered, 0, -1)[None])
+    torch.testing.assert_close(rast[..., :2], uv.float(), atol=2e-5, rtol=0)
+    assert torch.allclose(rast[0, ..., 2][covered], torch.tensor(0.25), atol=1e-6)
+
+
+def test_barycentrics_at_given_pixels_by_hand(glctx, device):
+    # Right triangle with w = 1: vertex 0 at pixel (0, 0), vertex 1 at (8, 0), vertex 2 at (0, 8)
+    # in an 8x8 image. At centre (x, y): u = 1 - (x + y)/8, v = x/8.
+    pos = screen_triangle([(0, 0), (8, 0), (0, 8)], 8, 8)
+    rast, rast_db = dr.rasterize(glctx, pos[None].to(device), tri_tensor([[0, 1, 2]], device), (8, 8))
+    rast, rast_db = rast.cpu(), rast_db.cpu()
+    for row, col in [(0, 0), (2, 3), (4, 1), (0, 6)]:
+        x, y = col + 0.5, row + 0.5
+        assert rast[0, row, col, 3] == 1.0
+        torch.testing.assert_close(rast[0, row, col, :2], torch.tensor([1 - (x + y) / 8, x / 8]), atol=1e-6, rtol=0)
+        torch.testing.assert_close(rast_db[0, row, col], torch.tensor([-1 / 8, -1 / 8, 1 / 8, 0.0]), atol=1e-6, rtol=0)
+    assert rast[0, 7, 7, 3] == 0  # beyond the hypotenuse
+
+
+def test_perspective_correct_barycentrics(glctx, device):
+    h, w = 24, 24
+    pos = screen_triangle([(2, 2), (22, 4), (6, 21)], h, w, z=0.1, wclip=[1.0, 3.0, 0.5])
+    tri = tri_tensor([[0, 1, 2]])
+    rast, rast_db = dr.rasterize(glctx, pos[None].to(device), tri.to(device), (h, w))
+    rast, rast_db = rast.cpu(), rast_db.cpu()
+    ids = dr.triangle_index(rast)
+    uv, db = ref.barycentrics(pos[None], tri, ids)
+    torch.testing.assert_close(rast[..., :2], uv.float(), atol=3e-5, rtol=0)
+    torch.testing.assert_close(rast_db, db.float(), atol=1e-5, rtol=1e-4)
+    # Perspective-correct: an attribute equal to 1/w... is not affine in screen space; z/w is.
+    covered = ids[0] >= 0
+    u, v = uv[0, ..., 0], uv[0, ..., 1]
+    zw = (u * 0.1 * 1.0 + v * 0.1 * 3.0 + (1 - u - v) * 0.1 * 0.5) / (u * 1.0 + v * 3.0 + (1 - u - v) * 0.5)
+    torch.testing.assert_close(rast[0, ..., 2][covered], zw[covered].float(), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("wclip", [1.0, [1.0, 2.5, 0.6]], ids=["affine", "perspective"])
+def test_rast_db_matches_finite_differences_across_pixels(glctx, device, wclip):
+    h, w = 64, 64
+    pos = screen_triangle([(1, 1), (63, 5), (10, 62)], h, w, wclip=wclip)
+    rast, rast_db = dr.rasterize(glctx, pos[None].to(device), tri_tensor([[0, 1, 2]], device), (h, w))
+    rast, rast_db = rast[0].cpu(), rast_db[0].cpu()
+    cov = rast[..., 3] > 0
+    # interior pixels whose 4 neighbours are covered too
+    ok = cov[1:-1, 1:-1] & cov[1:-1, 2:] & cov[1:-1, :-2] & cov[2:, 1:-1] & cov[:-2, 1:-1]
+    fd_x = (rast[1:-1, 2:, :2] - rast[1:-1, :-2, :2]) / 2
+    fd_y = (rast[2:, 1:-1, :2] - rast[:-2, 1:-1, :2]) / 2
+    fd = torch.stack([fd_x[..., 0], fd_y[..., 0], fd_x[..., 1], fd_y[..., 1]], -1)[ok]
+    an = rast_db[1:-1, 1:-1][ok]
+    assert ok.sum() > 500
+    # affine: u is linear in pixels, so central differences are exact up to float rounding;
+    # perspective: the O(1 px^2) curvature term bounds the difference.
+    tol = 2e-5 if wclip == 1.0 else 2e-3 * an.abs().max().item()
+    torch.testing.assert_close(an, fd, atol=tol, rtol=0)
+
+
+def test_empty_images(glctx, device):
+    tri = tri_tensor([[0, 1, 2]], device)
+    off_screen = torch.tensor([[[2.0, 2.0, 0, 1], [3.0, 2.0, 0, 1], [2.0, 3.0, 0, 1]]], device=device)
+    rast, rast_db = dr.rasterize(glctx, off_screen, tri, (5, 9))
+    assert torch.count_nonzero(rast) == 0 and torch.count_nonzero(rast_db) == 0
+    no_tris = torch.zeros(0, 3, dtype=torch.int32, device=device)
+    rast, _ = dr.rasterize(glctx, off_screen, no_tris, (5, 9))
+    assert torch.count_nonzero(rast) == 0
+
+
+def test_depth_test_nearest_wins_regardless_of_order(glctx, device):
+    h, w = 16, 16
+    near = screen_triangle([(0, 0), (16, 0), (0, 16)], h, w, z=-0.5)
+    far = screen_triangle([(0, 0), (16, 0), (16, 16)], h, w, z=0.5)
+    tri = tri_tensor([[0, 1, 2], [3, 4, 5]], device)
+    for first, second, near_id in [(near, far, 1), (far, near, 2)]:
+        pos = torch.cat([first, second])[None].to(device)
+        rast, _ = dr.rasterize(glctx, pos, tri, (h, w))
+        ids = dr.triangle_index(rast.cpu())[0]
+        both = (ref.inside_triangle(near, h, w)[1] > 1e-3) & ref.inside_triangle(near, h, w)[0]
+        both &= ref.inside_triangle(far, h, w)[0] & (ref.inside_triangle(far, h, w)[1] > 1e-3)
+        assert both.sum() > 10
+        assert torch.all(ids[both] == near_id - 1)
+
+
+def test_instanced_and_range_modes(glctx, device):
+    h, w = 12, 12
+    a = screen_triangle([(0, 0), (12, 0), (0, 12)], h, w)
+    b = screen_triangle([(12, 12), (0, 12), (12, 0)], h, w)
+    tri = tri_tensor([[0, 1, 2], [3, 4, 5]], device)
+    both = torch.cat([a, b]).to(device)
+    # instanced: each image draws both triangles with its own positions; ids are the same
+    shifted = both.clone()
+    shifted[:, 0] += 0.5 * shifted[:, 3]
+    rast_i, _ = dr.rasterize(glctx, torch.stack([both, shifted]), tri, (h, w))
+    ids_i = dr.triangle_index(rast_i.cpu())
+    assert set(ids_i[0].unique().tolist()) == {0, 1}
+    assert set(ids_i[1].unique().tolist()) == {-1, 0, 1}
+    # range mode: image 0 shows triangle 1 only, image 1 triangle 0 only; ids stay global
+    ranges = torch.tensor([[1, 1], [0, 1]], dtype=torch.int32)
+    rast_r, _ = dr.rasterize(glctx, both, tri, (h, w), ranges=ranges)
+    ids_r = dr.triangle_index(rast_r.cpu())
+    assert set(ids_r[0].unique().tolist()) == {-1, 1}
+    assert set(ids_r[1].unique().tolist()) == {-1, 0}
+    torch.testing.assert_close(rast_r[0][ids_r[0] == 1], rast_i[0][ids_i[0] == 1])
+
+
+def test_triangle_id_encoding_above_2_pow_24():
+    ids = [0, 5, (1 << 24) - 2, (1 << 24) - 1, 1 << 24, (1 << 24) + 7, 123_456_789, 0x34FFFFFF - 2]
+    rast = torch.zeros(1, 1, len(ids) + 1, 4)
+    rast[0, 0, : len(ids), 3] = torch.tensor([ref.encode_triangle_id(i) for i in ids])
+    decoded = dr.triangle_index(rast)[0, 0]
+    assert decoded.tolist() == ids + [-1]
+    # monotone in the id, so comparisons of the raw channel still order triangles
+    assert torch.all(rast[0, 0, 1 : len(ids), 3] > rast[0, 0, : len(ids) - 1, 3])
+
+
+def test_kernels_decode_large_ids(device):
+    # interpolate reads the id channel with the kernels' decoder: a pixel holding the
+    # encoding of triangle 2^24 + 3 must pick that triangle's attributes.
+    t = (1 << 24) + 3
+    tri = torch.zeros(t + 1, 3, dtype=torch.int32)
+    tri[t] = torch.tensor([1, 2, 3])
+    attr = torch.tensor([[0.0], [10.0], [20.0], [30.0]])
+    rast = torch.tensor([[[[0.5, 0.25, 0.0, ref.encode_triangle_id(t)]]]])
+    out, _ = dr.interpolate(attr.to(device), rast.to(device), tri.to(device))
+    assert out.item() == pytest.approx(0.5 * 10 + 0.25 * 20 + 0.25 * 30)
+
+
+# ---------------------------------------------------------------------------
+# Gradients
+
+
+@pytest.mark.parametrize("use_db", [False, True])
+def test_gradients_match_reference(glctx, device, use_db):
+    pos, tri = random_scene()
+    h, w = 40, 48
+    pos_d = pos.to(device).requires_grad_(True)
+    rast, rast_db = dr.rasterize(glctx, pos_d, tri.to(device), (h, w), grad_db=use_db)
+    g = torch.Generator().manual_seed(1)
+    g_rast = torch.randn(rast.shape, generator=g)
+    g_db = torch.randn(rast_db.shape, generator=g) * 10
+    loss = (rast * g_rast.to(device)).sum() + ((rast_db * g_db.to(device)).sum() if use_db else 0)
+    (grad,) = torch.autograd.grad(loss, pos_d)
+    ids = dr.triangle_index(rast.detach().cpu())
+    pos_ref = pos.double().requires_grad_(True)
+    uv, db = ref.barycentrics(pos_ref, tri, ids, pos.shape[1])
+    torch.testing.assert_close(rast.detach().cpu()[..., :2], uv.float().detach(), atol=5e-5, rtol=0)
+    torch.testing.assert_close(rast_db.detach().cpu(), db.float().detach(), atol=2e-5, rtol=1e-3)
+    loss_ref = (uv * g_rast[..., :2].double()).sum() + ((db * g_db.double()).sum() if use_db else 0)
+    (grad_ref,) = torch.autograd.grad(loss_ref, pos_ref)
+    assert grad_ref.abs().max() > 0
+    assert torch.all(grad.cpu()[..., 2] == 0)  # z never gets a gradient from rasterize
+    scale = grad_ref.abs().max().item()
+    torch.testing.assert_close(grad.cpu().double(), grad_ref, atol=2e-4 * scale, rtol=1e-3)
+
+
+def test_gradients_range_mode_match_reference(glctx, device):
+    pos, tri = random_scene(num_tris=8, num_images=1, seed=3)
+    pos = pos[0]
+    ranges = torch.tensor([[0, 5], [3, 5]], dtype=torch.int32)
+    pos_d = pos.to(device).requires_grad_(True)
+    rast, rast_db = dr.rasterize(glctx, pos_d, tri.to(device), (32, 32), ranges=ranges)
+    g = torch.randn(rast.shape, generator=torch.Generator().manual_seed(2))
+    (grad,) = torch.autograd.grad((rast * g.to(device)).sum() + rast_db.sum(), pos_d)
+    pos_ref = pos.double().requires_grad_(True)
+    uv, db = ref.barycentrics(pos_ref, tri, dr.triangle_index(rast.detach().cpu()))
+    (grad_ref,) = torch.autograd.grad((uv * g[..., :2].double()).sum() + db.sum(), pos_ref)
+    scale = grad_ref.abs().max().item()
+    torch.testing.assert_close(grad.cpu().double(), grad_ref, atol=2e-4 * scale, rtol=1e-3)
+
+
+@pytest.mark.parametrize("through", ["uv", "db"])
+def test_gradients_match_finite_differences(glctx, device, through):
+    """Central differences of the rendered values at pixels that stay covered."""
+    h, w = 32, 32
+    pos = screen_triangle([(3, 2), (30, 6), (8, 29)], h, w, wclip=[1.0, 2.0, 0.7]).double()
+    tri = tri_tensor([[0, 1, 2]], device)
+    weights = torch.randn(1, h, w, 4, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+
+    def render(p):
+        rast, db = dr.rasterize(glctx, p.float()[None].to(device), tri, (h, w))
+        return rast.cpu().double(), db.cpu().double()
+
+    rast0, _ = render(pos)
+    _, margin = ref.inside_triangle(pos.float(), h, w)
+    stable = ((rast0[0, ..., 3] > 0) & (margin > 1.5))[None, ..., None]  # coverage cannot change there
+
+    def loss(p):
+        rast, db = render(p)
+        value = rast[..., :2] if through == "uv" else db
+        return (value * weights[..., : value.shape[-1]] * stable).sum()
+
+    p_d = pos.float().to(device).requires_grad_(True)
+    rast, db = dr.rasterize(glctx, p_d[None], tri, (h, w))
+    value = rast[..., :2] if through == "uv" else db
+    (grad,) = torch.autograd.grad((value * (weights[..., : value.shape[-1]] * stable).float().to(device)).sum(), p_d)
+    eps = 1e-3
+    fd = torch.zeros_like(pos)
+    for i in range(3):
+        for k in (0, 1, 3):
+            dp = torch.zeros_like(pos)
+            dp[i, k] = eps
+            fd[i, k] = (loss(pos + dp) - loss(pos - dp)) / (2 * eps)
+    scale = fd.abs().max().item()
+    assert scale > 0
+    torch.testing.assert_close(grad.cpu().double(), fd, atol=1e-2 * scale, rtol=1e-2)
+
+
+def test_vertex_behind_camera(glctx, device):
+    """A triangle crossing w = 0 is clipped by GL; barycentrics stay exact (projective formula)."""
+    h, w = 24, 24
+    pos = torch.tensor([[-0.5, -0.5, 0.0, 1.0], [0.6, -0.4, 0.0, 1.0], [0.2, 0.9, -0.5, -0.4]])
+    tri = tri_tensor([[0, 1, 2]])
+    rast, rast_db = dr.rasterize(glctx, pos[None].to(device), tri.to(device), (h, w))
+    ids = dr.triangle_index(rast.cpu())
+    assert (ids >= 0).sum() > 20
+    uv, db = ref.barycentrics(pos[None], tri, ids)
+    torch.testing.assert_close(rast.cpu()[..., :2], uv.float(), atol=5e-5, rtol=1e-4)
+    assert torch.all((uv[..., 0] > -1e-4)[ids >= 0]) and torch.all((uv[..., 1] > -1e-4)[ids >= 0])
+
+
+# ---------------------------------------------------------------------------
+# Depth peeling
+
+
+def test_depth_peeler_layers(glctx, device):
+    h, w = 8, 8
+    layers = [screen_triangle([(-8, -8), (24, -8), (-8, 24)], h, w, z=z) for z in (0.3, -0.2, 0.6)]
+    pos = torch.cat(layers)[None].to(device)
+    tri = tri_tensor([[0, 1, 2], [3, 4, 5], [6, 7, 8]], device)
+    plain, _ = dr.rasterize(glctx, pos, tri, (h, w))
+    seen = []
+    with dr.DepthPeeler(glctx, pos, tri, (h, w)) as peeler:
+        for _ in range(4):
+            rast, _ = peeler.rasterize_next_layer()
+            seen.append(rast.cpu())
+        with pytest.raises(RuntimeError, match="DepthPeeler"):
+            dr.rasterize(glctx, pos, tri, (h, w))
+    torch.testing.assert_close(seen[0], plain.cpu())
+    assert [dr.triangle_index(s)[0, 0, 0].item() for s in seen] == [1, 0, 2, -1]
+    assert torch.count_nonzero(seen[3]) == 0
+    dr.rasterize(glctx, pos, tri, (h, w))  # the context is free again
+
+
+def test_depth_peeler_one_at_a_time(glctx, device):
+    pos = torch.zeros(1, 3, 4, device=device)
+    tri = tri_tensor([[0, 1, 2]], device)
+    with dr.DepthPeeler(glctx, pos, tri, (4, 4)):
+        with pytest.raises(RuntimeError, match="already active"):
+            with dr.DepthPeeler(glctx, pos, tri, (4, 4)):
+                pass
+
+
+# ---------------------------------------------------------------------------
+# Context and validation
+
+
+def test_output_db_false_and_manual_mode(device):
+    ctx = dr.RasterizeGLContext(output_db=False, mode="manual", device=device)
+    try:
+        ctx.set_context()
+        pos = screen_triangle([(0, 0), (8, 0), (0, 8)], 8, 8)[None].to(device)
+        rast, rast_db = dr.rasterize(ctx, pos, tri_tensor([[0, 1, 2]], device), (8, 8))
+        ctx.release_context()
+        assert rast_db.shape == (1, 8, 8, 0)
+        assert (rast[..., 3] > 0).sum() == 28  # centres with x + y < 8
+        assert "llvmpipe" in ctx.info["renderer"] or device.type == "cuda"
+    finally:
+        ctx.release()
+    ctx.release()  # idempotent
+    with pytest.raises(RuntimeError, match="released"):
+        dr.rasterize(ctx, pos, tri_tensor([[0, 1, 2]], device), (8, 8))
+
+
+def test_context_bound_to_its_thread(glctx, device):
+    pos = torch.zeros(1, 3, 4, device=device)
+    tri = tri_tensor([[0, 1, 2]], device)
+    errors = []
+
+    def worker():
+        try:
+            dr.rasterize(glctx, pos, tri, (4, 4))
+        except RuntimeError as e:
+            errors.append(str(e))
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert errors and "another thread" in errors[0]
+
+
+def test_non_finite_positions_do_not_crash(glctx, device):
+    pos = torch.tensor([[[float("nan"), 0, 0, 1], [1, 0, 0, 1], [0, 1, 0, 1]],
+                        [[float("inf"), 0, 0, 1], [1, -1, 0, 1], [-1, 1, 0, 1]]], device=device)
+    rast, _ = dr.rasterize(glctx, pos, tri_tensor([[0, 1, 2]], device), (8, 8))
+    assert rast.shape == (2, 8, 8, 4)
+
+
+@pytest.mark.parametrize(
+    "pos, tri, res, ranges, error, match",
+    [
+        (torch.zeros(1, 3, 4, dtype=torch.float64), [[0, 1, 2]], (4, 4), None, TypeError, "pos must have dtype"),
+        (torch.zeros(1, 3, 3), [[0, 1, 2]], (4, 4), None, ValueError, r"pos must have shape \[N, V, 4\]"),
+        (torch.zeros(3, 4), [[0, 1, 2]], (4, 4), None, ValueError, "needs ranges"),
+        (torch.zeros(1, 3, 4), [[0, 1, 3]], (4, 4), None, ValueError, "vertex index 3, outside"),
+        (torch.zeros(1, 3, 4), [[0, -1, 2]], (4, 4), None, ValueError, "vertex index -1"),
+        (torch.zeros(1, 3, 4), [[0, 1, 2]], (0, 4), None, ValueError, "resolution"),
+        (torch.zeros(1, 3, 4), [[0, 1, 2]], (4, 10**6), None, ValueError, "GL limit"),
+        (torch.zeros(1, 3, 4), [[0, 1, 2]], (4.5, 4), None, TypeError, "pair of ints"),
+        (torch.zeros(1, 3, 4), [[0, 1, 2]], 4, None, TypeError, "pair of ints"),
+        (torch.zeros(3, 4), [[0, 1, 2]], (4, 4), [[0, 2]], ValueError, "outside the 1 triangles"),
+        (torch.zeros(3, 4), [[0, 1, 2]], (4, 4), "int64", ValueError, "ranges must be an int32"),
+        (torch.zeros(1, 3, 4), [[0, 1, 2]], (4, 4), [[0, 1]], ValueError, "only valid with pos of shape"),
+    ],
+)
+def test_invalid_arguments(cpu_glctx, pos, tri, res, ranges, error, match):
+    tri = torch.tensor(tri, dtype=torch.int32)
+    if ranges == "int64":
+        ranges = torch.zeros(1, 2, dtype=torch.int64)
+    elif ranges is not None:
+        ranges = torch.tensor(ranges, dtype=torch.int32)
+    with pytest.raises(error, match=match):
+        dr.rasterize(cpu_glctx, pos, tri, res, ranges=ranges)
+
+
+def test_invalid_types_and_devices(cpu_glctx):
+    glctx = cpu_glctx
+    tri = tri_tensor([[0, 1, 2]])
+    with pytest.raises(TypeError, match="tri must have dtype torch.int32"):
+        dr.rasterize(glctx, torch.zeros(1, 3, 4), tri.long(), (4, 4))
+    with pytest.raises(TypeError, match="glctx must be a RasterizeGLContext"):
+        dr.rasterize("ctx", torch.zeros(1, 3, 4), tri, (4, 4))
+    with pytest.raises(TypeError, match="pos must be a torch.Tensor"):
+        dr.rasterize(glctx, [[0, 0, 0, 1]], tri, (4, 4))
+    with pytest.raises(ValueError, match="one device"):
+        dr.rasterize(glctx, torch.zeros(1, 3, 4), tri.to("meta"), (4, 4))
+    with pytest.raises(ValueError, match="mode must be one of"):
+        dr.RasterizeGLContext(mode="auto")
