@@ -99,7 +99,9 @@ def _diff_indices(diff_attrs: str | Sequence[int] | None, num_attrs: int, device
         idx = [int(k) for k in diff_attrs]
         bad = [k for k in idx if not 0 <= k < num_attrs]
         if bad:
-            raise ValueError(f"{_FN}: diff_attrs index {bad[0]} is outside [0, {num_attrs}) (attr has {num_attrs} attributes)")
+            raise ValueError(
+                f"{_FN}: diff_attrs index {bad[0]} is outside [0, {num_attrs}) (attr has {num_attrs} attributes)"
+            )
     if not idx:
         return None
     return torch.tensor(idx, dtype=torch.int32, device=device)
@@ -123,13 +125,17 @@ def interpolate(
     if rast_db is not None:
         rast_db = _checks.tensor(_FN, "rast_db", rast_db, "[N, H, W, 4]", ndims=(4,), last=4)
         if rast_db.shape != rast.shape:
-            raise ValueError(f"{_FN}: rast_db must have the shape of rast {list(rast.shape)}, got {_checks.describe(rast_db)}")
+            raise ValueError(
+                f"{_FN}: rast_db must have the shape of rast {list(rast.shape)}, got {_checks.describe(rast_db)}"
+            )
     _checks.same_device(_FN, attr.device, rast=rast, tri=tri, rast_db=rast_db)
     if attr.ndim == 2:
         attr = attr[None]
     n = rast.shape[0]
     if attr.shape[0] not in (1, n):
-        raise ValueError(f"{_FN}: attr has {attr.shape[0]} attribute sets for a batch of {n} images (expected 1 or {n})")
+        raise ValueError(
+            f"{_FN}: attr has {attr.shape[0]} attribute sets for a batch of {n} images (expected 1 or {n})"
+        )
     _checks.triangles(_FN, tri, attr.shape[1])
     diff_idx = _diff_indices(diff_attrs, attr.shape[2], attr.device) if rast_db is not None else None
     if diff_idx is None:

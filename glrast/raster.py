@@ -177,12 +177,19 @@ def _prepare(glctx: Any, pos: Any, tri: Any, resolution: Any, ranges: Any, fn: s
             )
     if pos.ndim == 3:
         if ranges is not None:
-            raise ValueError(f"{fn}: ranges is only valid with pos of shape [V, 4] (range mode); got pos {list(pos.shape)}")
+            raise ValueError(
+                f"{fn}: ranges is only valid with pos of shape [V, 4] (range mode); got pos {list(pos.shape)}"
+            )
         draws = [(n * num_verts, 0, num_tris) for n in range(pos.shape[0])]
     else:
         if ranges is None:
             raise ValueError(f"{fn}: pos of shape [V, 4] needs ranges (range mode); for one image use pos[None]")
-        if not isinstance(ranges, torch.Tensor) or ranges.dtype != torch.int32 or ranges.ndim != 2 or ranges.shape[1] != 2:
+        if (
+            not isinstance(ranges, torch.Tensor)
+            or ranges.dtype != torch.int32
+            or ranges.ndim != 2
+            or ranges.shape[1] != 2
+        ):
             got = _checks.describe(ranges) if isinstance(ranges, torch.Tensor) else type(ranges).__name__
             raise ValueError(f"{fn}: ranges must be an int32 tensor of shape [N, 2], got {got}")
         if ranges.device.type != "cpu":
@@ -190,7 +197,9 @@ def _prepare(glctx: Any, pos: Any, tri: Any, resolution: Any, ranges: Any, fn: s
         draws = []
         for first, count in ranges.tolist():
             if first < 0 or count < 0 or first + count > num_tris:
-                raise ValueError(f"{fn}: range (first={first}, count={count}) is outside the {num_tris} triangles of tri")
+                raise ValueError(
+                    f"{fn}: range (first={first}, count={count}) is outside the {num_tris} triangles of tri"
+                )
             draws.append((0, first, count))
     if not draws:
         raise ValueError(f"{fn}: the batch is empty (N = 0)")

@@ -19,8 +19,11 @@ def test_values_and_derivatives_match_reference(glctx, device, attr_batch):
     pos, tri, rast, rast_db = render(glctx, device)
     n, v = pos.shape[:2]
     g = torch.Generator().manual_seed(4)
-    attr = {"shared": torch.randn(v, 5, generator=g), "one": torch.randn(1, v, 5, generator=g),
-            "per_image": torch.randn(n, v, 5, generator=g)}[attr_batch]
+    attr = {
+        "shared": torch.randn(v, 5, generator=g),
+        "one": torch.randn(1, v, 5, generator=g),
+        "per_image": torch.randn(n, v, 5, generator=g),
+    }[attr_batch]
     diff = [4, 1]
     out, out_da = dr.interpolate(attr.to(device), rast, tri.to(device), rast_db=rast_db, diff_attrs=diff)
     assert out.shape == (n, 24, 32, 5) and out_da.shape == (n, 24, 32, 4)
@@ -66,15 +69,21 @@ def test_gradients_match_reference(glctx, device, attr_batch):
     g = torch.Generator().manual_seed(8)
     attr = torch.randn(v, 4, generator=g) if attr_batch == "shared" else torch.randn(n, v, 4, generator=g)
     diff = [0, 3]
-    inputs = [attr.to(device).requires_grad_(True), rast.detach().requires_grad_(True),
-              rast_db.detach().requires_grad_(True)]
+    inputs = [
+        attr.to(device).requires_grad_(True),
+        rast.detach().requires_grad_(True),
+        rast_db.detach().requires_grad_(True),
+    ]
     out, out_da = dr.interpolate(inputs[0], inputs[1], tri.to(device), inputs[2], diff_attrs=diff)
     w_out = torch.randn(out.shape, generator=g)
     w_da = torch.randn(out_da.shape, generator=g)
     grads = torch.autograd.grad((out * w_out.to(device)).sum() + (out_da * w_da.to(device)).sum(), inputs)
     ids = dr.triangle_index(rast.cpu())
-    ref_inputs = [attr.double().requires_grad_(True), rast.detach().cpu().double().requires_grad_(True),
-                  rast_db.detach().cpu().double().requires_grad_(True)]
+    ref_inputs = [
+        attr.double().requires_grad_(True),
+        rast.detach().cpu().double().requires_grad_(True),
+        rast_db.detach().cpu().double().requires_grad_(True),
+    ]
     out_r, da_r = ref.interpolate(ref_inputs[0], ref_inputs[1][..., :2], ref_inputs[2], tri, ids, diff)
     grads_r = torch.autograd.grad((out_r * w_out.double()).sum() + (da_r * w_da.double()).sum(), ref_inputs)
     for got, want in zip(grads, grads_r):
@@ -111,8 +120,9 @@ def test_range_mode_with_global_ids(glctx, device):
     rast, rast_db = dr.rasterize(glctx, pos, tri.to(device), (16, 16), ranges=ranges)
     attr = torch.randn(18, 3)
     out, da = dr.interpolate(attr.to(device), rast, tri.to(device), rast_db, diff_attrs="all")
-    out_r, da_r = ref.interpolate(attr, rast.cpu()[..., :2], rast_db.cpu(), tri, dr.triangle_index(rast.cpu()),
-                                  [0, 1, 2])
+    out_r, da_r = ref.interpolate(
+        attr, rast.cpu()[..., :2], rast_db.cpu(), tri, dr.triangle_index(rast.cpu()), [0, 1, 2]
+    )
     torch.testing.assert_close(out.cpu(), out_r, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(da.cpu(), da_r, atol=1e-5, rtol=1e-5)
 

@@ -340,8 +340,13 @@ def test_context_bound_to_its_thread(glctx, device):
 
 
 def test_non_finite_positions_do_not_crash(glctx, device):
-    pos = torch.tensor([[[float("nan"), 0, 0, 1], [1, 0, 0, 1], [0, 1, 0, 1]],
-                        [[float("inf"), 0, 0, 1], [1, -1, 0, 1], [-1, 1, 0, 1]]], device=device)
+    pos = torch.tensor(
+        [
+            [[float("nan"), 0, 0, 1], [1, 0, 0, 1], [0, 1, 0, 1]],
+            [[float("inf"), 0, 0, 1], [1, -1, 0, 1], [-1, 1, 0, 1]],
+        ],
+        device=device,
+    )
     rast, _ = dr.rasterize(glctx, pos, tri_tensor([[0, 1, 2]], device), (8, 8))
     assert rast.shape == (2, 8, 8, 4)
 
