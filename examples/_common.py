@@ -1,0 +1,107 @@
+"""Output and command-line plumbing shared by the examples: upright PNGs, loss plots,
+progress bars, the common options. Not part of glrast's API."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def parser(doc: str | None, steps: int, res: int) -> argparse.ArgumentParser:
+    """An argument parser with the options every example shares (--out, --steps, --res, --device, --seed)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=None, help="folder for the PNGs and the plot (default: none written)")
+    p.add_argument("--steps", type=int, default=steps, help=f"optimization steps (default {steps})")
+    p.add_argument("--res", type=int, default=res, help=f"image resolution in pixels (default {res})")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--display", action="store_true", help="show progress in the live viewer (not available yet)")
+    return p
+
+
+def pick_device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def check_display(display: bool) -> None:
+    if display:
+        print("--display: the live viewer is not available yet; writing files only")
+
+
+def progress(steps: int, desc: str, quiet: bool) -> Iterable[int]:
+    """range(steps), with a tqdm bar unless quiet (tests) or tqdm is missing."""
+    if quiet:
+        return range(steps)
+    try:
+        from tqdm import trange
+    except ImportError:
+        return range(steps)
+    return trange(steps, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def _to_uint8(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(image, torch.Tensor):
+        image = image.detach().float().cpu().numpy()
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.shape[-1] == 1:
+        image = np.repeat(image, 3, axis=-1)
+    return (np.clip(image[..., :3], 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def save_images(path: Path, images: Sequence[torch.Tensor | np.ndarray], scale: int = 1) -> None:
+    """Write images side by side as one PNG, upright.
+
+    Each image is [H, W, C] in [0, 1] as glrast renders it (row 0 = bottom), so rows are
+    flipped; all must have the same height. `scale` enlarges pixels (nearest) for tiny images.
+    """
+    from PIL import Image
+
+    gap = np.full((images[0].shape[0], max(1, images[0].shape[0] // 32), 3), 255, np.uint8)
+    tiles = []
+    for k, image in enumerate(images):
+        tiles += [gap] if k else []
+        tiles.append(_to_uint8(image)[::-1])
+    row = np.concatenate(tiles, axis=1)
+    if scale > 1:
+        row = row.repeat(scale, axis=0).repeat(scale, axis=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(row)).save(path)
+
+
+def save_plot(path: Path, curves: dict[str, Sequence[float]], ylabel: str, log: bool = True) -> None:
+    """Line plot of one or more curves against the step number (matplotlib, no display needed)."""
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for label, values in curves.items():
+        ax.plot(np.arange(len(values)), values, label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    if log:
+        ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    if len(curves) > 1:
+        ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Peak signal-to-noise ratio in dB of images in [0, 1]."""
+    mse = float(((a - b) ** 2).mean())
+    return float("inf") if mse == 0 else -10.0 * float(np.log10(mse))
