@@ -8,6 +8,7 @@ from ._version import __version__
 from .context import RasterizeCudaContext, RasterizeGLContext
 from .interpolate import interpolate
 from .raster import DepthPeeler, rasterize, triangle_index
+from .texture import texture, texture_construct_mip
 
 __all__ = [
     "DepthPeeler",
@@ -18,5 +19,7 @@ __all__ = [
     "interpolate",
     "rasterize",
     "set_log_level",
+    "texture",
+    "texture_construct_mip",
     "triangle_index",
 ]

@@ -1,0 +1,424 @@
+"""texture and texture_construct_mip: filtered texture lookups with mipmaps.
+
+2D textures are [N, h, w, C]; (s, t) = (0, 0) is the outer corner of texel
+``tex[:, 0, 0]`` and (1, 1) the opposite corner, s runs along the width and t
+along the height, and texel (row y, column x) has its centre at
+((x + 0.5) / w, (y + 0.5) / h).
+
+Cube maps are [N, 6, s, s, C] with the faces in OpenGL's order +X, -X, +Y,
+-Y, +Z, -Z. A direction (x, y, z) picks the face of its largest |component|
+(ties go to x, then y) and is looked up there at
+s = (sc / |ma| + 1) / 2 (along the face's width) and t = (tc / |ma| + 1) / 2
+(along its height), with OpenGL's per-face (sc, tc, ma):
+
+====  ====  ====  ====
+face   sc    tc    ma
+====  ====  ====  ====
++X     -z    -y    x
+-X     +z    -y    x
++Y     +x    +z    y
+-Y     +x    -z    y
++Z     +x    -y    z
+-Z     -x    -y    z
+====  ====  ====  ====
+
+So on +X, column 0 is the +z side and row 0 the +y side. Bilinear taps
+that fall off a face continue on the adjacent face, and the tap beyond a cube
+corner (where only three texels meet) is the mean of the other three, so
+filtering is continuous across edges and corners. A zero or non-finite
+direction returns 0 and gets no gradient (non-finite 2D coordinates likewise).
+
+Mip level k has sides max(1, w >> k) x max(1, h >> k), each texel the mean of
+the 2x2 (or 2x1) block below it; cube faces are filtered independently. All
+computing (pyramid, lookups, gradients) runs in the kernels of
+csrc/texture.cu; gradients reach tex through the pyramid.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from . import _checks, kernels
+
+_FN = "texture"
+_FN_MIP = "texture_construct_mip"
+_MIP_FILTERS = ("linear-mipmap-nearest", "linear-mipmap-linear")
+_FILTERS = {"nearest": 0, "linear": 1, "linear-mipmap-nearest": 2, "linear-mipmap-linear": 3}
+_BOUNDARIES = {"wrap": 0, "clamp": 1, "zero": 2, "cube": 3}
+MAX_LEVELS = 32  # TEX_MAX_LEVELS in csrc/texture.cu; sides below 2^31 need at most 32 levels
+
+
+class TextureParams(ctypes.Structure):
+    _fields_ = [
+        ("tex", ctypes.c_void_p),
+        ("pyr", ctypes.c_void_p),
+        ("uv", ctypes.c_void_p),
+        ("uv_da", ctypes.c_void_p),
+        ("bias", ctypes.c_void_p),
+        ("out", ctypes.c_void_p),
+        ("grad_out", ctypes.c_void_p),
+        ("grad_tex", ctypes.c_void_p),
+        ("grad_pyr", ctypes.c_void_p),
+        ("grad_uv", ctypes.c_void_p),
+        ("grad_uv_da", ctypes.c_void_p),
+        ("grad_bias", ctypes.c_void_p),
+        ("level_offset", ctypes.c_longlong * MAX_LEVELS),
+        ("pixels_per_image", ctypes.c_longlong),
+        ("tex_batch", ctypes.c_int),
+        ("height", ctypes.c_int),
+        ("width", ctypes.c_int),
+        ("channels", ctypes.c_int),
+        ("last_level", ctypes.c_int),
+        ("filter", ctypes.c_int),
+        ("boundary", ctypes.c_int),
+    ]
+
+
+class MipParams(ctypes.Structure):
+    _fields_ = [
+        ("fine", ctypes.c_void_p),
+        ("coarse", ctypes.c_void_p),
+        ("fh", ctypes.c_int),
+        ("fw", ctypes.c_int),
+        ("ch", ctypes.c_int),
+        ("cw", ctypes.c_int),
+        ("channels", ctypes.c_int),
+    ]
+
+
+# ---------------------------------------------------------------------------
+# The mip pyramid: levels 1..last packed one after another in one flat tensor.
+
+
+def _level_shapes(fn: str, tex_shape: Sequence[int], max_mip_level: int | None, strict: bool) -> list[tuple]:
+    """Shapes of levels 1..last for a texture of `tex_shape` ([N, h, w, C] or
+    [N, 6, s, s, C]), down to 1x1 or `max_mip_level`. With `strict`, halving an
+    odd side > 1 is an error (the pyramid glrast builds itself must average
+    whole blocks)."""
+    *lead, h, w, c = tex_shape
+    sizes = [(h, w)]
+    while sizes[-1] != (1, 1) and (max_mip_level is None or len(sizes) <= max_mip_level):
+        fh, fw = sizes[-1]
+        if strict and ((fh > 1 and fh % 2) or (fw > 1 and fw % 2)):
+            chain = " -> ".join(f"{a}x{b}" for a, b in sizes)
+            k = len(sizes) - 1
+            raise ValueError(
+                f"{fn}: cannot build mip level {k + 1}: level {k} is {fh}x{fw} (height x width) and a side > 1 "
+                f"must be even to be halved (levels so far: {chain}); pass max_mip_level={k} to stop the "
+                "pyramid there, or use a texture whose sides are powers of two"
+            )
+        sizes.append((max(1, fh // 2), max(1, fw // 2)))
+    return [(*lead, a, b, c) for a, b in sizes[1:]]
+
+
+def _offsets(shapes: Sequence[tuple]) -> list[int]:
+    """Start of every level in the packed pyramid, indexed by level (entry 0 unused) and one past the end."""
+    starts = [0, 0]
+    for shape in shapes:
+        starts.append(starts[-1] + math.prod(shape))
+    return starts
+
+
+def _mip_params(fine: torch.Tensor, coarse: torch.Tensor, fine_shape: tuple, coarse_shape: tuple) -> MipParams:
+    return MipParams(
+        fine=fine.data_ptr(),
+        coarse=coarse.data_ptr(),
+        fh=fine_shape[-3],
+        fw=fine_shape[-2],
+        ch=coarse_shape[-3],
+        cw=coarse_shape[-2],
+        channels=fine_shape[-1],
+    )
+
+
+def _level_view(base: torch.Tensor, packed: torch.Tensor, shapes: Sequence[tuple], k: int) -> torch.Tensor:
+    """Level k (0: `base`) of a pyramid whose levels 1.. are packed in `packed`."""
+    if k == 0:
+        return base
+    starts = _offsets(shapes)
+    return packed[starts[k] : starts[k + 1]]
+
+
+def _build_pyramid(tex: torch.Tensor, shapes: Sequence[tuple]) -> torch.Tensor:
+    """Levels 1..len(shapes) of `tex`, packed (each computed from the one below by mip_down)."""
+    packed = torch.empty(_offsets(shapes)[-1], dtype=tex.dtype, device=tex.device)
+    mod = kernels.module("texture", tex.device)
+    all_shapes = [tuple(tex.shape), *shapes]
+    for k in range(1, len(shapes) + 1):
+        fine = _level_view(tex, packed, shapes, k - 1)
+        coarse = _level_view(tex, packed, shapes, k)
+        mod.launch("mip_down", _mip_params(fine, coarse, all_shapes[k - 1], all_shapes[k]), coarse.numel())
+    return packed
+
+
+def _pyramid_grad_to_base(grad_tex: torch.Tensor, grad_packed: torch.Tensor, shapes: Sequence[tuple]) -> None:
+    """Add the gradients of levels last..1 into the level below, ending in grad_tex (in place)."""
+    mod = kernels.module("texture", grad_tex.device)
+    all_shapes = [tuple(grad_tex.shape), *shapes]
+    for k in range(len(shapes), 0, -1):
+        fine = _level_view(grad_tex, grad_packed, shapes, k - 1)
+        coarse = _level_view(grad_tex, grad_packed, shapes, k)
+        mod.launch("mip_down_grad", _mip_params(fine, coarse, all_shapes[k - 1], all_shapes[k]), fine.numel())
+
+
+class TextureMip:
+    """A prebuilt mip pyramid from `texture_construct_mip`, for passing as
+    `texture(..., mip=...)` while the texture stays constant. Opaque to users;
+    `levels` gives the level tensors 1..last ([N, (6,) h_k, w_k, C]) for inspection."""
+
+    def __init__(self, tex_shape: tuple, cube: bool, packed: torch.Tensor, shapes: list[tuple]):
+        self.tex_shape = tex_shape
+        self.cube = cube
+        self.packed = packed
+        self.shapes = shapes
+
+    @property
+    def levels(self) -> list[torch.Tensor]:
+        return [_level_view(self.packed, self.packed, self.shapes, k).view(s) for k, s in enumerate(self.shapes, 1)]
+
+    def __repr__(self) -> str:
+        return f"TextureMip(tex_shape={list(self.tex_shape)}, cube={self.cube}, levels={len(self.shapes)})"
+
+
+# ---------------------------------------------------------------------------
+# The lookup
+
+
+@dataclass(frozen=True)
+class _Config:
+    filter: int
+    boundary: int
+    shapes: tuple  # shapes of levels 1..last that the lookup reads
+    through_tex: bool  # the pyramid is a function of tex: its gradient flows on into tex
+
+    @property
+    def last(self) -> int:
+        return len(self.shapes)
+
+
+def _params(cfg: _Config, tex, pyr, uv, uv_da, bias, **outputs) -> TextureParams:
+    mipmapped = cfg.filter >= _FILTERS["linear-mipmap-nearest"]
+    starts = _offsets(cfg.shapes)[:-1]
+    p = TextureParams(
+        tex=tex.data_ptr(),
+        pyr=kernels.ptr(pyr),
+        uv=uv.data_ptr(),
+        uv_da=kernels.ptr(uv_da) if mipmapped else None,
+        bias=kernels.ptr(bias) if mipmapped else None,
+        level_offset=(ctypes.c_longlong * MAX_LEVELS)(*starts),
+        pixels_per_image=uv.shape[1] * uv.shape[2],
+        tex_batch=tex.shape[0],
+        height=tex.shape[-3],
+        width=tex.shape[-2],
+        channels=tex.shape[-1],
+        last_level=cfg.last,
+        filter=cfg.filter,
+        boundary=cfg.boundary,
+    )
+    for name, t in outputs.items():
+        setattr(p, name, kernels.ptr(t))
+    return p
+
+
+class _Texture(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, tex, pyr, uv, uv_da, bias, cfg):
+        n, h, w, _ = uv.shape
+        out = torch.empty(n, h, w, tex.shape[-1], dtype=torch.float32, device=tex.device)
+        kernels.module("texture", tex.device).launch(
+            "texture_fwd", _params(cfg, tex, pyr, uv, uv_da, bias, out=out), n * h * w
+        )
+        ctx.cfg = cfg
+        ctx.save_for_backward(tex, pyr, uv, uv_da, bias)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        tex, pyr, uv, uv_da, bias = ctx.saved_tensors
+        cfg = ctx.cfg
+        need_tex, need_pyr, need_uv, need_da, need_bias = ctx.needs_input_grad[:5]
+        grad_tex = torch.zeros_like(tex) if need_tex else None
+        want_pyr = cfg.last > 0 and (need_pyr or (need_tex and cfg.through_tex))
+        grad_pyr = torch.zeros(_offsets(cfg.shapes)[-1], dtype=torch.float32, device=tex.device) if want_pyr else None
+        grad_uv = torch.empty_like(uv) if need_uv else None
+        grad_da = torch.empty_like(uv_da) if need_da else None
+        grad_bias = torch.empty_like(bias) if need_bias else None
+        n, h, w, _ = uv.shape
+        grad_out = grad_out.contiguous()  # kept referenced: the kernel reads it through a raw pointer
+        params = _params(
+            cfg,
+            tex,
+            pyr,
+            uv,
+            uv_da,
+            bias,
+            grad_out=grad_out,
+            grad_tex=grad_tex,
+            grad_pyr=grad_pyr,
+            grad_uv=grad_uv,
+            grad_uv_da=grad_da,
+            grad_bias=grad_bias,
+        )
+        kernels.module("texture", tex.device).launch("texture_bwd", params, n * h * w)
+        if cfg.through_tex and grad_tex is not None and grad_pyr is not None:
+            _pyramid_grad_to_base(grad_tex, grad_pyr, cfg.shapes)
+        if not need_pyr:  # a prebuilt or internal pyramid: its gradient went on into tex
+            grad_pyr = None
+        return grad_tex, grad_pyr, grad_uv, grad_da, grad_bias, None
+
+
+def _choice(fn: str, name: str, value: object, options: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"{fn}: {name} must be one of {', '.join(repr(o) for o in options)}; got {value!r}")
+    return value
+
+
+def _max_level(fn: str, max_mip_level: object) -> int | None:
+    if max_mip_level is None:
+        return None
+    if isinstance(max_mip_level, bool) or not isinstance(max_mip_level, int):
+        raise TypeError(f"{fn}: max_mip_level must be None or an int >= 0, got {max_mip_level!r}")
+    if max_mip_level < 0:
+        raise ValueError(f"{fn}: max_mip_level must be >= 0, got {max_mip_level}")
+    return max_mip_level
+
+
+def _check_tex(fn: str, tex: object, cube: bool) -> torch.Tensor:
+    """tex as [N, h, w, C] or, for cube maps, [N, 6, s, s, C] with every side >= 1."""
+    expected = "[N, 6, s, s, C] (cube map)" if cube else "[N, h, w, C]"
+    tex = _checks.tensor(fn, "tex", tex, expected, ndims=(4, 5))
+    if tex.ndim == 5 and not cube:
+        raise ValueError(
+            f"{fn}: tex {_checks.describe(tex)} looks like a cube map [N, 6, s, s, C]; "
+            "cube maps require boundary_mode='cube' (texture) or cube_mode=True (texture_construct_mip)"
+        )
+    if cube and (tex.ndim != 5 or tex.shape[1] != 6 or tex.shape[2] != tex.shape[3]):
+        raise ValueError(f"{fn}: a cube map tex must have shape [N, 6, s, s, C] (six square faces), got {_checks.describe(tex)}")
+    if min(tex.shape) < 1:
+        raise ValueError(f"{fn}: tex must have every dimension >= 1, got {_checks.describe(tex)}")
+    return tex
+
+
+def texture_construct_mip(
+    tex: torch.Tensor,  # [N, h, w, C] or [N, 6, s, s, C] with cube_mode
+    max_mip_level: int | None = None,  # highest level built (None: down to 1x1)
+    cube_mode: bool = False,
+) -> TextureMip:
+    """Build the mip pyramid of `tex` once, for reuse in `texture(..., mip=...)`
+    while the texture stays constant. Level k has sides max(1, w >> k) x
+    max(1, h >> k), each texel the mean of the 2x2 (or 2x1) block below it;
+    halving an odd side > 1 is an error that suggests `max_mip_level`. Gradients
+    of lookups still reach tex through the prebuilt pyramid."""
+    max_mip_level = _max_level(_FN_MIP, max_mip_level)
+    tex = _check_tex(_FN_MIP, tex, bool(cube_mode))
+    shapes = _level_shapes(_FN_MIP, tex.shape, max_mip_level, strict=True)
+    return TextureMip(tuple(tex.shape), bool(cube_mode), _build_pyramid(tex.detach(), shapes), shapes)
+
+
+def _pyramid(tex, mip, cube: bool, max_mip_level: int | None) -> tuple[torch.Tensor | None, list[tuple], bool]:
+    """(packed levels, shapes of the levels used, whether the levels depend on tex) for a mipmapped lookup."""
+    if mip is None:
+        shapes = _level_shapes(_FN, tex.shape, max_mip_level, strict=True)
+        return _build_pyramid(tex.detach(), shapes), shapes, True
+    if isinstance(mip, TextureMip):
+        if mip.tex_shape != tuple(tex.shape) or mip.cube != cube:
+            raise ValueError(
+                f"{_FN}: mip was built for a {'cube map' if mip.cube else 'texture'} of shape {list(mip.tex_shape)}, "
+                f"but tex is a {'cube map' if cube else 'texture'} of shape {list(tex.shape)}; rebuild it with "
+                "texture_construct_mip(tex)"
+            )
+        _checks.same_device(_FN, tex.device, mip=mip.packed)
+        shapes = mip.shapes if max_mip_level is None else mip.shapes[:max_mip_level]
+        return mip.packed, shapes, True
+    if isinstance(mip, torch.Tensor) or not isinstance(mip, Sequence):
+        raise TypeError(
+            f"{_FN}: mip must be a TextureMip from texture_construct_mip or a list of level tensors, "
+            f"got {type(mip).__name__}"
+        )
+    expected = _level_shapes(_FN, tex.shape, None, strict=False)
+    if len(mip) > len(expected):
+        raise ValueError(
+            f"{_FN}: mip holds {len(mip)} levels, but a texture of shape {list(tex.shape)} has only "
+            f"{len(expected)} levels below the base"
+        )
+    levels = []
+    for k, level in enumerate(mip):
+        want = expected[k]
+        level = _checks.tensor(_FN, f"mip[{k}]", level, f"{list(want)} (mip level {k + 1})", ndims=(len(want),))
+        if tuple(level.shape) != want:
+            raise ValueError(f"{_FN}: mip[{k}] (mip level {k + 1}) must have shape {list(want)}, got {_checks.describe(level)}")
+        _checks.same_device(_FN, tex.device, **{f"mip[{k}]": level})
+        levels.append(level)
+    if max_mip_level is not None:
+        levels = levels[:max_mip_level]
+    if not levels:
+        return None, [], False
+    return torch.cat([level.reshape(-1) for level in levels]), expected[: len(levels)], False
+
+
+def texture(
+    tex: torch.Tensor,  # [N, h, w, C] or [N, 6, s, s, C] (cube map); N = 1 broadcasts
+    uv: torch.Tensor,  # [N, H, W, 2] (s, t) or [N, H, W, 3] (cube: a direction)
+    uv_da: torch.Tensor | None = None,  # [N, H, W, 4] (ds/dX, ds/dY, dt/dX, dt/dY) or [N, H, W, 6] (cube)
+    mip_level_bias: torch.Tensor | None = None,  # [N, H, W]
+    mip: TextureMip | Sequence[torch.Tensor] | None = None,  # prebuilt pyramid or custom levels 1..
+    filter_mode: str = "auto",
+    boundary_mode: str = "wrap",
+    max_mip_level: int | None = None,  # highest mip level used
+) -> torch.Tensor:
+    """Sample `tex` at `uv`; returns [N, H, W, C].
+
+    filter_mode: 'nearest', 'linear' (bilinear), 'linear-mipmap-nearest'
+    (bilinear in level floor(level)), 'linear-mipmap-linear' (trilinear), or
+    'auto' (trilinear when uv_da or mip_level_bias is given, else linear).
+    The level is 0.5 log2(lambda) + mip_level_bias, lambda the larger eigenvalue
+    of J^T J for J the Jacobian of the level-0 texel coordinates by screen
+    X, Y (from uv_da), clamped to [0, last level]; without uv_da the level is
+    mip_level_bias itself. boundary_mode: 'wrap', 'clamp' (to the edge texel
+    centres), 'zero' (zeros outside) or 'cube' (see the module docstring for
+    the face layout).
+
+    mip: a TextureMip from texture_construct_mip (reused as is; tex still gets
+    gradients through it) or a list of level tensors 1.. ([N, (6,) h_k, w_k, C])
+    that receive their own gradients. Without it mipmapped modes build the
+    pyramid on every call. Gradients flow to tex, uv (not for 'nearest'),
+    uv_da and mip_level_bias.
+    """
+    filter_mode = _choice(_FN, "filter_mode", filter_mode, ("auto", *_FILTERS))
+    boundary_mode = _choice(_FN, "boundary_mode", boundary_mode, tuple(_BOUNDARIES))
+    cube = boundary_mode == "cube"
+    max_mip_level = _max_level(_FN, max_mip_level)
+    tex = _check_tex(_FN, tex, cube)
+    dims = 3 if cube else 2
+    uv = _checks.tensor(_FN, "uv", uv, f"[N, H, W, {dims}]" + (" (cube: directions)" if cube else ""), ndims=(4,), last=dims)
+    n, h, w = uv.shape[:3]
+    if tex.shape[0] not in (1, n):
+        raise ValueError(f"{_FN}: tex has {tex.shape[0]} textures for a batch of {n} images (expected 1 or {n})")
+    if uv_da is not None:
+        da_dims = 2 * dims
+        uv_da = _checks.tensor(_FN, "uv_da", uv_da, f"[N, H, W, {da_dims}]", ndims=(4,), last=da_dims)
+        if uv_da.shape[:3] != uv.shape[:3]:
+            raise ValueError(f"{_FN}: uv_da must have shape {[n, h, w, da_dims]} to match uv, got {_checks.describe(uv_da)}")
+    if mip_level_bias is not None:
+        mip_level_bias = _checks.tensor(_FN, "mip_level_bias", mip_level_bias, "[N, H, W]", ndims=(3,))
+        if mip_level_bias.shape != uv.shape[:3]:
+            raise ValueError(
+                f"{_FN}: mip_level_bias must have shape {[n, h, w]} to match uv, got {_checks.describe(mip_level_bias)}"
+            )
+    _checks.same_device(_FN, tex.device, uv=uv, uv_da=uv_da, mip_level_bias=mip_level_bias)
+
+    if filter_mode == "auto":
+        lod_given = uv_da is not None or mip_level_bias is not None
+        filter_mode = "linear-mipmap-linear" if lod_given else "linear"
+    pyr, shapes, through_tex = None, [], False
+    if filter_mode in _MIP_FILTERS:
+        if uv_da is None and mip_level_bias is None:
+            raise ValueError(f"{_FN}: filter_mode={filter_mode!r} needs uv_da or mip_level_bias to choose the mip level")
+        pyr, shapes, through_tex = _pyramid(tex, mip, cube, max_mip_level)
+    cfg = _Config(_FILTERS[filter_mode], _BOUNDARIES[boundary_mode], tuple(shapes), through_tex)
+    return _Texture.apply(tex, pyr, uv, uv_da, mip_level_bias, cfg)
