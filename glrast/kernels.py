@@ -18,6 +18,7 @@ and an interrupted build leaves nothing half-written behind.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -27,6 +28,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -97,15 +99,18 @@ def _publish(tmp_dir: str, built: Path, final: Path) -> None:
 # Host build
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def host_compiler() -> tuple[str, str]:
-    """(path, version line) of the C++ compiler; $CXX overrides the default c++."""
-    wanted = os.environ.get("CXX", "c++")
-    path = shutil.which(wanted) or shutil.which("g++") or shutil.which("clang++")
+    """(path, version line) of the C++ compiler: $CXX if set (and then only it),
+    else the first of c++, g++, clang++ on PATH."""
+    wanted = os.environ.get("CXX")
+    candidates = [wanted] if wanted else ["c++", "g++", "clang++"]
+    path = next((found for found in map(shutil.which, candidates) if found), None)
     if path is None:
+        looked = f"$CXX={wanted!r}" if wanted else "c++, g++, clang++ on PATH"
         raise KernelBuildError(
-            f"no C++ compiler found (looked for $CXX={wanted!r}, g++, clang++); CPU tensors "
-            "need one to build glrast's kernels: install g++ (Debian/Ubuntu: apt-get install g++)"
+            f"no C++ compiler found (looked for {looked}); CPU tensors need one to build glrast's kernels: "
+            "install g++ 10 or newer (Debian/Ubuntu: apt-get install g++) or point $CXX at a C++20 compiler"
         )
     out = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
     return path, (out.stdout.splitlines() or ["unknown"])[0]
@@ -152,38 +157,130 @@ class HostModule:
 
 
 # ---------------------------------------------------------------------------
-# NVRTC build
+# CUDA driver plumbing (shared with interop.py)
+
+# Likely causes of CUDA driver / NVRTC errors in glrast's use of them, by error name.
+CUDA_ERROR_HINTS: dict[str, str] = {
+    "CUDA_ERROR_NOT_INITIALIZED": "the CUDA driver was not initialized (cuInit); CUDA was used before torch set it up",
+    "CUDA_ERROR_DEINITIALIZED": "the CUDA driver is shutting down (interpreter exit?)",
+    "CUDA_ERROR_NO_DEVICE": "no CUDA device is visible (check CUDA_VISIBLE_DEVICES and nvidia-smi)",
+    "CUDA_ERROR_INVALID_DEVICE": "wrong device: the GL context and the tensor are on different GPUs, or the CUDA "
+    "ordinal does not exist",
+    "CUDA_ERROR_INVALID_CONTEXT": "no CUDA context is current on this thread (torch's primary context was not made "
+    "current), or it belongs to another device",
+    "CUDA_ERROR_CONTEXT_IS_DESTROYED": "the CUDA context was destroyed (torch or the process is shutting down)",
+    "CUDA_ERROR_INVALID_GRAPHICS_CONTEXT": "the OpenGL context is not current on this thread, or it is not NVIDIA's "
+    "GL on the tensor's GPU (wrong EGL device, Mesa, or WSL's GL); run `glrast doctor`",
+    "CUDA_ERROR_OPERATING_SYSTEM": "the driver refused GL interop: GL and CUDA are not the same NVIDIA driver "
+    "(Mesa GL, WSL, or a remote display)",
+    "CUDA_ERROR_INVALID_HANDLE": "a stale handle: the GL texture was released or reallocated while registered, or a "
+    "module is used after its context went away",
+    "CUDA_ERROR_INVALID_VALUE": "invalid argument: a GL error may be pending, the texture format is not "
+    "registrable, or the copy exceeds the texture",
+    "CUDA_ERROR_ALREADY_MAPPED": "the render target is still mapped (an earlier copy failed half-way)",
+    "CUDA_ERROR_NOT_MAPPED": "the render target is not mapped for CUDA",
+    "CUDA_ERROR_NOT_MAPPED_AS_ARRAY": "the GL object is not a texture (a buffer cannot be read as an array)",
+    "CUDA_ERROR_MAP_FAILED": "mapping the GL texture failed: a GL error may be pending or the GL context is lost",
+    "CUDA_ERROR_UNKNOWN": "unknown driver error; in GL interop usually a GL context that is not current or "
+    "belongs to another GPU",
+    "CUDA_ERROR_OUT_OF_MEMORY": "the GPU is out of memory",
+    "CUDA_ERROR_NO_BINARY_FOR_GPU": "the cubin does not fit this GPU; NVRTC targeted another architecture",
+    "CUDA_ERROR_INVALID_IMAGE": "the driver cannot load NVRTC's output: the driver is older than NVRTC; update the "
+    "driver or install an nvidia-cuda-nvrtc matching its CUDA version",
+    "CUDA_ERROR_UNSUPPORTED_PTX_VERSION": "the driver is older than NVRTC and cannot JIT its PTX; update the driver "
+    "or install an nvidia-cuda-nvrtc matching the driver's CUDA version",
+    "CUDA_ERROR_INVALID_PTX": "the driver could not JIT the PTX (driver older than NVRTC?)",
+    "CUDA_ERROR_NOT_FOUND": "the kernel name is not in the module (csrc/ and the Python launch disagree)",
+    "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES": "too many registers or threads for this GPU at this block size",
+    "CUDA_ERROR_ILLEGAL_ADDRESS": "a kernel read or wrote outside its tensors (a glrast bug: please report it); the "
+    "CUDA context is now unusable, restart the process",
+    "CUDA_ERROR_LAUNCH_FAILED": "a kernel crashed; the CUDA context is now unusable, restart the process",
+    "NVRTC_ERROR_INVALID_OPTION": "this NVRTC does not accept an option (an architecture it does not know?)",
+    "NVRTC_ERROR_COMPILATION": "the kernel source does not compile; see the log",
+    "NVRTC_ERROR_BUILTIN_OPERATION_FAILURE": "NVRTC's built-in headers are missing or broken; reinstall "
+    "nvidia-cuda-nvrtc",
+}
 
 
-def _check_cuda(result, what: str):
-    """Unpack a cuda-python (err, *values) tuple, raising with the error's name."""
+class CudaError(RuntimeError):
+    """A CUDA driver, runtime or NVRTC call failed; the message says the likely cause."""
+
+
+def cuda_error_message(err: object, what: str) -> str:
+    """'<what> failed: <ERROR_NAME> (<code>): <likely cause>' for a cuda-python result code."""
+    name = getattr(err, "name", None) or str(err)
+    hint = CUDA_ERROR_HINTS.get(name, "see the CUDA documentation for this error")
+    return f"{what} failed: {name} ({int(err)}): {hint}"
+
+
+def check_cuda(result: tuple, what: str):
+    """Unpack a cuda-python (err, *values) tuple; raises CudaError unless err is success."""
     err, *values = result
     if int(err) != 0:
-        raise RuntimeError(f"{what} failed: {err!r}")
+        raise CudaError(cuda_error_message(err, what))
+    if not values:
+        return None
     return values[0] if len(values) == 1 else values
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
+def primary_context(index: int):
+    """The primary CUDA context of device `index`: the one torch's runtime works in
+    (retained once for the process's lifetime)."""
+    from cuda.bindings import driver
+
+    torch.cuda.init()
+    check_cuda(driver.cuInit(0), "cuInit")
+    dev = check_cuda(driver.cuDeviceGet(index), f"cuDeviceGet({index})")
+    return check_cuda(driver.cuDevicePrimaryCtxRetain(dev), f"cuDevicePrimaryCtxRetain({index})")
+
+
+@contextlib.contextmanager
+def cuda_context(device: torch.device) -> Iterator[None]:
+    """Make torch's (primary) context of `device` current for driver API calls.
+
+    The runtime makes it current lazily, so a thread that has done no runtime call
+    on this device (or has another context current) would otherwise get
+    CUDA_ERROR_INVALID_CONTEXT. The caller's current context is restored after."""
+    from cuda.bindings import driver
+
+    ctx = primary_context(device.index if device.index is not None else torch.cuda.current_device())
+    current = check_cuda(driver.cuCtxGetCurrent(), "cuCtxGetCurrent")
+    if int(current) == int(ctx):
+        yield
+        return
+    check_cuda(driver.cuCtxPushCurrent(ctx), "cuCtxPushCurrent")
+    try:
+        yield
+    finally:
+        check_cuda(driver.cuCtxPopCurrent(), "cuCtxPopCurrent")
+
+
+# ---------------------------------------------------------------------------
+# NVRTC build
+
+
+@functools.cache
 def nvrtc_version() -> str:
     try:
         from cuda.bindings import nvrtc
-    except ImportError as e:
+
+        major, minor = check_cuda(nvrtc.nvrtcVersion(), "nvrtcVersion")
+    except (ImportError, RuntimeError) as e:  # the bindings raise RuntimeError when libnvrtc is missing
         raise KernelBuildError(
             "NVRTC is not available: install cuda-python and nvidia-cuda-nvrtc "
             f"(pip install cuda-python nvidia-cuda-nvrtc) ({e})"
         ) from None
-    major, minor = _check_cuda(nvrtc.nvrtcVersion(), "nvrtcVersion")
     return f"{major}.{minor}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def nvrtc_supported_archs() -> tuple[int, ...]:
+    """Compute capabilities (major*10+minor) this NVRTC can emit cubins for, ascending."""
     from cuda.bindings import nvrtc
 
-    num = _check_cuda(nvrtc.nvrtcGetNumSupportedArchs(), "nvrtcGetNumSupportedArchs")
-    archs = [0] * num
-    _check_cuda(nvrtc.nvrtcGetSupportedArchs(archs), "nvrtcGetSupportedArchs")
-    return tuple(int(a) for a in archs)
+    nvrtc_version()
+    return tuple(int(a) for a in check_cuda(nvrtc.nvrtcGetSupportedArchs(), "nvrtcGetSupportedArchs"))
 
 
 def select_target(arch: int, supported: tuple[int, ...]) -> tuple[str, int]:
@@ -202,7 +299,10 @@ def select_target(arch: int, supported: tuple[int, ...]) -> tuple[str, int]:
 
 
 def build_nvrtc(name: str, arch: int, target: str = "cubin") -> bytes:
-    """Compile csrc/<name>.cu with NVRTC for sm_<arch>; returns cubin or PTX bytes."""
+    """Compile csrc/<name>.cu with NVRTC for sm_<arch>; returns cubin or PTX bytes
+    (target "cubin" or "ptx"; PTX is for compute_<arch> and JIT-compiles forward)."""
+    if target not in ("cubin", "ptx"):
+        raise ValueError(f"build_nvrtc: target must be 'cubin' or 'ptx', got {target!r}")
     from cuda.bindings import nvrtc
 
     version = nvrtc_version()
@@ -213,15 +313,15 @@ def build_nvrtc(name: str, arch: int, target: str = "cubin") -> bytes:
     if final.is_file():
         return final.read_bytes()
     source = (csrc_dir() / f"{name}.cu").read_bytes()
-    prog = _check_cuda(nvrtc.nvrtcCreateProgram(source, f"{name}.cu".encode(), 0, [], []), "nvrtcCreateProgram")
+    prog = check_cuda(nvrtc.nvrtcCreateProgram(source, f"{name}.cu".encode(), 0, [], []), "nvrtcCreateProgram")
     try:
         (err,) = nvrtc.nvrtcCompileProgram(prog, len(flags), [f.encode() for f in flags])
-        size = _check_cuda(nvrtc.nvrtcGetProgramLogSize(prog), "nvrtcGetProgramLogSize")
+        size = check_cuda(nvrtc.nvrtcGetProgramLogSize(prog), "nvrtcGetProgramLogSize")
         log = b" " * size
-        _check_cuda((nvrtc.nvrtcGetProgramLog(prog, log)[0], None), "nvrtcGetProgramLog")
+        check_cuda(nvrtc.nvrtcGetProgramLog(prog, log), "nvrtcGetProgramLog")
         if int(err) != 0:
             raise KernelBuildError(
-                f"NVRTC build of csrc/{name}.cu for sm_{arch} failed ({err!r}):\n"
+                f"NVRTC {version} build of csrc/{name}.cu for {arch_flag} failed ({err!r}):\n"
                 f"{log.decode(errors='replace')}"
             )
         get_size, get = (
@@ -229,9 +329,9 @@ def build_nvrtc(name: str, arch: int, target: str = "cubin") -> bytes:
             if target == "cubin"
             else (nvrtc.nvrtcGetPTXSize, nvrtc.nvrtcGetPTX)
         )
-        size = _check_cuda(get_size(prog), "nvrtc get size")
+        size = check_cuda(get_size(prog), "nvrtc get size")
         image = b" " * size
-        _check_cuda((get(prog, image)[0], None), "nvrtc get image")
+        check_cuda(get(prog, image), "nvrtc get image")
     finally:
         nvrtc.nvrtcDestroyProgram(prog)
     cache_dir().mkdir(parents=True, exist_ok=True)
@@ -243,7 +343,10 @@ def build_nvrtc(name: str, arch: int, target: str = "cubin") -> bytes:
 
 
 class CudaModule:
-    """An NVRTC-compiled module loaded into torch's context on one CUDA device."""
+    """An NVRTC-compiled module loaded into torch's primary context on one CUDA device.
+
+    Kernels launch on torch's current stream of that device, so they order with
+    torch's own work without synchronization."""
 
     def __init__(self, name: str, device: torch.device):
         from cuda.bindings import driver
@@ -251,33 +354,35 @@ class CudaModule:
         self.name = name
         self.device = device
         self._driver = driver
-        torch.cuda.init()
-        with torch.cuda.device(device):
-            torch.cuda.current_stream(device)  # makes torch's primary context current
-            major, minor = torch.cuda.get_device_capability(device)
-            target, arch = select_target(major * 10 + minor, nvrtc_supported_archs())
-            image = build_nvrtc(name, arch, target)
-            self._module = _check_cuda(driver.cuModuleLoadData(image), f"cuModuleLoadData({name})")
+        major, minor = torch.cuda.get_device_capability(device)
+        self.target, self.arch = select_target(major * 10 + minor, nvrtc_supported_archs())
+        image = build_nvrtc(name, self.arch, self.target)
+        with cuda_context(device):
+            self._module = check_cuda(driver.cuModuleLoadData(image), f"loading csrc/{name}.cu on {device}")
         self._functions: dict[str, object] = {}
-        sms = torch.cuda.get_device_properties(device).multi_processor_count
-        self._max_blocks = sms * 32
+        # Grid-stride kernels: enough blocks to fill the GPU, not one per element.
+        self._max_blocks = torch.cuda.get_device_properties(device).multi_processor_count * 32
 
     def launch(self, kernel: str, params: ctypes.Structure, n: int) -> None:
+        """Run `kernel(params, n)` over n elements on torch's current stream (asynchronous)."""
         if n <= 0:
             return
         driver = self._driver
-        fn = self._functions.get(kernel)
-        if fn is None:
-            fn = _check_cuda(driver.cuModuleGetFunction(self._module, kernel.encode()), f"cuModuleGetFunction({kernel})")
-            self._functions[kernel] = fn
-        count = ctypes.c_longlong(n)
-        args = (ctypes.c_void_p * 2)(ctypes.addressof(params), ctypes.addressof(count))
-        blocks = min((n + CUDA_BLOCK - 1) // CUDA_BLOCK, self._max_blocks)
-        stream = torch.cuda.current_stream(self.device).cuda_stream
-        with torch.cuda.device(self.device):
-            (err,) = driver.cuLaunchKernel(fn, blocks, 1, 1, CUDA_BLOCK, 1, 1, 0, stream, ctypes.addressof(args), 0)
-        if int(err) != 0:
-            raise RuntimeError(f"launch of {self.name}.{kernel} on {self.device} failed: {err!r}")
+        with cuda_context(self.device):
+            fn = self._functions.get(kernel)
+            if fn is None:
+                fn = check_cuda(driver.cuModuleGetFunction(self._module, kernel.encode()), f"{self.name}.{kernel}")
+                self._functions[kernel] = fn
+            count = ctypes.c_longlong(n)
+            # kernelParams: the address of an array of pointers to each argument's value;
+            # the driver copies the values during the call, so locals suffice.
+            args = (ctypes.c_void_p * 2)(ctypes.addressof(params), ctypes.addressof(count))
+            blocks = min((n + CUDA_BLOCK - 1) // CUDA_BLOCK, self._max_blocks)
+            stream = torch.cuda.current_stream(self.device).cuda_stream
+            check_cuda(
+                driver.cuLaunchKernel(fn, blocks, 1, 1, CUDA_BLOCK, 1, 1, 0, stream, ctypes.addressof(args), 0),
+                f"launch of {self.name}.{kernel} on {self.device}",
+            )
 
 
 def module(name: str, device: torch.device) -> HostModule | CudaModule:

@@ -36,11 +36,13 @@ class RasterPipeline:
         self.vao = gl.vertex_array(self.program, [], index_buffer=self.tri_buf, index_element_size=4)
         self.size = (0, 0)  # (width, height) of the render target
         self.targets: list[Any] = []
+        self.reader = interop.TargetReader()
 
     def _grow(self, height: int, width: int) -> None:
         w, h = max(width, self.size[0]), max(height, self.size[1])
         if (w, h) == self.size:
             return
+        self.reader.reset()
         for obj in self.targets:
             obj.release()
         rast_tex = self.gl.texture((w, h), 4, dtype="f4")
@@ -97,12 +99,12 @@ class RasterPipeline:
             self.program["tri_base"].value = first
             if count > 0:
                 self.vao.render(moderngl.TRIANGLES, vertices=3 * count, first=3 * first)
-            interop.read_attachment(self, 0, rast[layer], viewport)
-            if with_db:
-                interop.read_attachment(self, 1, rast_db[layer], viewport)
+            outs = [(0, rast[layer]), (1, rast_db[layer])] if with_db else [(0, rast[layer])]
+            self.reader.read(self.fbo, outs, viewport)
         return rast, rast_db
 
     def release(self) -> None:
+        self.reader.reset()
         for obj in (*self.targets, self.vao, self.pos_buf, self.tri_buf, self.program):
             obj.release()
         self.targets = []

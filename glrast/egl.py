@@ -1,0 +1,280 @@
+"""EGL devices: enumeration through libEGL (ctypes) and matching to CUDA devices.
+
+glcontext's EGL backend (what ModernGL uses for headless contexts) takes a
+`device_index` and opens `devices[device_index]` of `eglQueryDevicesEXT`, called
+through the same libEGL (glvnd's libEGL.so.1, or $GLCONTEXT_LINUX_LIBEGL). glvnd
+builds that device list once per process, vendor by vendor, so enumerating here,
+in the same process and through the same library, gives indices that name the
+same devices as glcontext's `device_index`.
+
+Which EGL device is a given torch CUDA device? NVIDIA's EGL driver implements
+EGL_NV_device_cuda: `eglQueryDeviceAttribEXT(dev, EGL_CUDA_DEVICE_NV)` returns the
+CUdevice of the EGL device. A CUdevice is an ordinal in this process's CUDA driver
+enumeration (what `cuDeviceGet(&dev, ordinal)` hands out), which already applies
+CUDA_VISIBLE_DEVICES and CUDA_DEVICE_ORDER; the CUDA runtime (and so torch) numbers
+devices the same way, so torch's `cuda:k` has CUdevice k. GPUs hidden by
+CUDA_VISIBLE_DEVICES still appear as EGL devices but report no CUDA ordinal.
+Because that reading of the extension is the one assumption here, the match is
+cross-checked by PCI bus id where both sides know it (the EGL device's DRM node,
+via sysfs, against `cuDeviceGetPCIBusId`): the PCI id is the physical identity and
+wins, and a disagreement between the two is logged.
+
+Nothing falls back to device 0: no match raises with the list of devices found.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+from ctypes.util import find_library
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._log import logger
+
+EGL_EXTENSIONS = 0x3055
+EGL_VERSION = 0x3054
+EGL_DRM_DEVICE_FILE_EXT = 0x3233
+EGL_DRM_RENDER_NODE_FILE_EXT = 0x3377
+EGL_CUDA_DEVICE_NV = 0x323A
+EGL_SUCCESS = 0x3000
+SOFTWARE_EXTENSION = "EGL_MESA_device_software"
+# glcontext reads these environment variables and lets them override its arguments.
+LIBEGL_ENV = "GLCONTEXT_LINUX_LIBEGL"
+DEVICE_INDEX_ENV = "GLCONTEXT_DEVICE_INDEX"
+
+_EGLDevice = ctypes.c_void_p
+_EGLAttrib = ctypes.c_ssize_t  # intptr_t
+
+
+class EglUnavailableError(RuntimeError):
+    """libEGL cannot be loaded or cannot enumerate devices."""
+
+
+@dataclass(frozen=True)
+class EglDevice:
+    """One entry of eglQueryDevicesEXT's list."""
+
+    index: int  # position in the list = glcontext's device_index
+    extensions: tuple[str, ...]
+    cuda_ordinal: int | None  # EGL_CUDA_DEVICE_NV; None where the device has no CUDA identity
+    drm_file: str | None  # /dev/dri/cardN or renderDN, where the driver reports one
+    pci_bus_id: str | None  # "0000:65:00.0", from the DRM node's sysfs entry
+
+    @property
+    def software(self) -> bool:
+        return SOFTWARE_EXTENSION in self.extensions
+
+    def describe(self) -> str:
+        kind = "software (Mesa llvmpipe)" if self.software else (self.drm_file or "no DRM node")
+        cuda = "none" if self.cuda_ordinal is None else self.cuda_ordinal
+        return f"EGL device {self.index}: CUDA ordinal {cuda}, PCI {self.pci_bus_id or 'unknown'}, {kind}"
+
+
+def library_name() -> str:
+    """The libEGL that glcontext loads (same lookup, same override)."""
+    return os.environ.get(LIBEGL_ENV) or find_library("EGL") or "libEGL.so.1"
+
+
+class _Egl:
+    """The few EGL entry points glrast needs, bound with ctypes."""
+
+    def __init__(self, name: str):
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError as e:
+            raise EglUnavailableError(
+                f"cannot load {name} ({e}): install glvnd's libEGL (Debian/Ubuntu: apt-get install libegl1) "
+                "and an EGL vendor driver (Mesa: libegl-mesa0; NVIDIA: the driver's libEGL_nvidia)"
+            ) from None
+        self.lib = lib
+        lib.eglGetProcAddress.restype = ctypes.c_void_p
+        lib.eglGetProcAddress.argtypes = [ctypes.c_char_p]
+        lib.eglQueryString.restype = ctypes.c_char_p
+        lib.eglQueryString.argtypes = [ctypes.c_void_p, ctypes.c_int32]
+        lib.eglGetError.restype = ctypes.c_int32
+        lib.eglGetError.argtypes = []
+        count_p = ctypes.POINTER(ctypes.c_int32)
+        self.query_devices = self._proc(
+            "eglQueryDevicesEXT", ctypes.c_uint32, ctypes.c_int32, ctypes.POINTER(_EGLDevice), count_p
+        )
+        self.query_device_string = self._proc("eglQueryDeviceStringEXT", ctypes.c_char_p, _EGLDevice, ctypes.c_int32)
+        self.query_device_attrib = self._proc(
+            "eglQueryDeviceAttribEXT", ctypes.c_uint32, _EGLDevice, ctypes.c_int32, ctypes.POINTER(_EGLAttrib)
+        )
+
+    def _proc(self, name: str, restype, *argtypes):
+        address = self.lib.eglGetProcAddress(name.encode())
+        if not address:
+            raise EglUnavailableError(
+                f"{name} is missing from {library_name()}: the EGL implementation lacks device enumeration "
+                "(EGL_EXT_device_enumeration / EGL_EXT_device_query); use glvnd's libEGL.so.1"
+            )
+        return ctypes.CFUNCTYPE(restype, *argtypes)(address)
+
+    def string(self, device: int | None, name: int) -> str | None:
+        value = self.lib.eglQueryString(device, name) if device is None else self.query_device_string(device, name)
+        self.lib.eglGetError()  # a NULL answer leaves an error flag; clear it
+        return None if value is None else value.decode(errors="replace")
+
+    def attrib(self, device: int, name: int) -> int | None:
+        value = _EGLAttrib()
+        ok = self.query_device_attrib(device, name, ctypes.byref(value))
+        self.lib.eglGetError()
+        return int(value.value) if ok else None
+
+
+@functools.cache
+def _egl() -> _Egl:
+    return _Egl(library_name())
+
+
+def client_extensions() -> list[str]:
+    """EGL client extensions (eglQueryString(EGL_NO_DISPLAY, EGL_EXTENSIONS))."""
+    return (_egl().string(None, EGL_EXTENSIONS) or "").split()
+
+
+def client_version() -> str | None:
+    """EGL client version string, e.g. '1.5 libglvnd'."""
+    return _egl().string(None, EGL_VERSION)
+
+
+def pci_bus_id_of_drm(drm_file: str | None, sysfs: Path = Path("/sys/class/drm")) -> str | None:
+    """The PCI address ("dddd:bb:dd.f") of the GPU behind a DRM node, from sysfs."""
+    if not drm_file:
+        return None
+    target = os.path.realpath(sysfs / Path(drm_file).name / "device")
+    name = Path(target).name
+    return name if name.count(":") == 2 and "." in name else None
+
+
+def normalize_pci(bus_id: str | None) -> tuple[int, int, int] | None:
+    """(domain, bus, device) of a PCI address in CUDA's or sysfs' spelling (case and
+    domain width differ: "00000000:3B:00.0" vs "0000:3b:00.0"); the function is ignored."""
+    if not bus_id:
+        return None
+    try:
+        domain, bus, rest = bus_id.strip().split(":")
+        return int(domain, 16), int(bus, 16), int(rest.split(".")[0], 16)
+    except ValueError:
+        return None
+
+
+def query_devices() -> list[EglDevice]:
+    """Every EGL device, in eglQueryDevicesEXT's order (glcontext's device_index)."""
+    egl = _egl()
+    count = ctypes.c_int32()
+    if not egl.query_devices(0, None, ctypes.byref(count)):
+        raise EglUnavailableError(f"eglQueryDevicesEXT failed (EGL error 0x{egl.lib.eglGetError():x})")
+    handles = (_EGLDevice * max(count.value, 1))()
+    if not egl.query_devices(count.value, handles, ctypes.byref(count)):
+        raise EglUnavailableError(f"eglQueryDevicesEXT failed (EGL error 0x{egl.lib.eglGetError():x})")
+    devices = []
+    for index in range(count.value):
+        handle = handles[index]
+        extensions = tuple((egl.string(handle, EGL_EXTENSIONS) or "").split())
+        drm_file = None
+        if "EGL_EXT_device_drm" in extensions:
+            drm_file = egl.string(handle, EGL_DRM_DEVICE_FILE_EXT)
+        if drm_file is None and "EGL_EXT_device_drm_render_node" in extensions:
+            drm_file = egl.string(handle, EGL_DRM_RENDER_NODE_FILE_EXT)
+        cuda = egl.attrib(handle, EGL_CUDA_DEVICE_NV) if "EGL_NV_device_cuda" in extensions else None
+        devices.append(EglDevice(index, extensions, cuda, drm_file, pci_bus_id_of_drm(drm_file)))
+    return devices
+
+
+def _no_match(devices: list[EglDevice], cuda_index: int, pci_bus_id: str | None, why: str) -> RuntimeError:
+    found = "\n  ".join(d.describe() for d in devices) or "(no EGL devices at all)"
+    return RuntimeError(
+        f"no EGL device for CUDA device {cuda_index} (PCI {pci_bus_id or 'unknown'}): {why}.\nEGL devices found:\n  "
+        f"{found}\nglrast renders CUDA tensors with NVIDIA's EGL driver on the same GPU. It needs libEGL_nvidia.so.0 "
+        "and its glvnd vendor file (/usr/share/glvnd/egl_vendor.d/10_nvidia.json); in a container, give the "
+        "NVIDIA runtime the graphics capability (NVIDIA_DRIVER_CAPABILITIES=all or compute,utility,graphics). "
+        "Run `glrast doctor` for details."
+    )
+
+
+def select_device(
+    devices: list[EglDevice],
+    cuda_index: int,
+    pci_bus_id: str | None = None,
+    env_index: str | None = None,
+) -> int:
+    """The index of the EGL device that is CUDA device `cuda_index`.
+
+    devices: the EGL device list (`query_devices()`).
+    cuda_index: torch's CUDA ordinal (= the CUdevice ordinal in this process).
+    pci_bus_id: that CUDA device's PCI address, if known (cross-check, see module doc).
+    env_index: the value of $GLCONTEXT_DEVICE_INDEX, which glcontext would let
+        override the index chosen here; it must agree with the match.
+    Raises RuntimeError, listing the devices found, when there is no unambiguous match.
+    """
+    cuda_capable = [d for d in devices if d.cuda_ordinal is not None]
+    wanted_pci = normalize_pci(pci_bus_id)
+    by_pci = [d for d in cuda_capable if wanted_pci is not None and normalize_pci(d.pci_bus_id) == wanted_pci]
+    by_ordinal = [d for d in cuda_capable if d.cuda_ordinal == cuda_index]
+    if len(by_pci) > 1 or len(by_ordinal) > 1:
+        clash = by_pci if len(by_pci) > 1 else by_ordinal
+        raise _no_match(devices, cuda_index, pci_bus_id, f"several EGL devices claim it ({[d.index for d in clash]})")
+    if by_pci:
+        match = by_pci[0]
+        if match.cuda_ordinal != cuda_index:
+            logger.warning(
+                "EGL device %d has PCI address %s like CUDA device %d but reports CUDA ordinal %s; "
+                "matched by PCI address",
+                match.index,
+                pci_bus_id,
+                cuda_index,
+                match.cuda_ordinal,
+            )
+    elif by_ordinal:
+        match = by_ordinal[0]
+        if wanted_pci is not None and normalize_pci(match.pci_bus_id) not in (None, wanted_pci):
+            raise _no_match(
+                devices,
+                cuda_index,
+                pci_bus_id,
+                f"EGL device {match.index} reports CUDA ordinal {cuda_index} but sits at PCI {match.pci_bus_id}",
+            )
+    else:
+        why = (
+            "no EGL device reports a CUDA ordinal (NVIDIA's EGL driver is not loaded)"
+            if not cuda_capable
+            else f"no EGL device reports CUDA ordinal {cuda_index}"
+        )
+        raise _no_match(devices, cuda_index, pci_bus_id, why)
+    if env_index not in (None, "") and env_index.strip() != str(match.index):
+        raise RuntimeError(
+            f"${DEVICE_INDEX_ENV}={env_index} would make glcontext open EGL device {env_index}, but CUDA device "
+            f"{cuda_index} is EGL device {match.index}; unset {DEVICE_INDEX_ENV} (glrast picks the device itself)"
+        )
+    return match.index
+
+
+def cuda_pci_bus_id(cuda_index: int) -> str | None:
+    """PCI address of CUDA device `cuda_index` from the driver; None when unavailable."""
+    try:
+        from cuda.bindings import driver
+
+        if int(driver.cuInit(0)[0]) != 0:
+            return None
+        err, dev = driver.cuDeviceGet(cuda_index)
+        if int(err) != 0:
+            return None
+        err, bus_id = driver.cuDeviceGetPCIBusId(32, dev)
+    except Exception:  # no driver library: the ordinal alone decides
+        return None
+    if int(err) != 0:
+        return None
+    text = bus_id.decode(errors="replace") if isinstance(bus_id, bytes) else str(bus_id)
+    return text.split("\0")[0].strip() or None
+
+
+def egl_device_for_cuda(cuda_index: int) -> int:
+    """glcontext's `device_index` of the EGL device that is torch's `cuda:<cuda_index>`."""
+    try:
+        devices = query_devices()
+    except EglUnavailableError as e:
+        raise RuntimeError(f"cannot enumerate EGL devices to find CUDA device {cuda_index}: {e}") from None
+    return select_device(devices, cuda_index, cuda_pci_bus_id(cuda_index), os.environ.get(DEVICE_INDEX_ENV))
