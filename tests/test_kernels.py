@@ -1,0 +1,223 @@
+"""Kernel runtime: every csrc/*.cu compiles with NVRTC for the supported GPU
+generations and as PTX (no GPU needed), architecture selection, and the host
+build's disk cache (hits, keys, failures, missing compiler, concurrent builds)."""
+
+import ctypes
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from glrast import kernels
+
+NVRTC_TARGETS = [("cubin", 75), ("cubin", 80), ("cubin", 90), ("cubin", 120), ("ptx", 75)]
+_KERNEL_RE = re.compile(r"GLRAST_KERNEL\(\s*(\w+)")
+
+
+@pytest.fixture(scope="module")
+def fresh_nvrtc_cache(tmp_path_factory):
+    """A cache nobody has filled, so every NVRTC build below really compiles."""
+    path = tmp_path_factory.mktemp("nvrtc-cache")
+    old = os.environ.get("GLRAST_CACHE_DIR")
+    os.environ["GLRAST_CACHE_DIR"] = str(path)
+    yield path
+    if old is None:
+        del os.environ["GLRAST_CACHE_DIR"]
+    else:
+        os.environ["GLRAST_CACHE_DIR"] = old
+
+
+@pytest.mark.parametrize("target,arch", NVRTC_TARGETS, ids=[f"{t}-sm{a}" for t, a in NVRTC_TARGETS])
+@pytest.mark.parametrize("name", kernels.kernel_names())
+def test_every_kernel_compiles_with_nvrtc(fresh_nvrtc_cache, name, target, arch):
+    image = kernels.build_nvrtc(name, arch, target)
+    entries = _KERNEL_RE.findall((kernels.csrc_dir() / f"{name}.cu").read_text())
+    assert entries, f"csrc/{name}.cu defines no GLRAST_KERNEL"
+    if target == "cubin":
+        assert image[:4] == b"\x7fELF"
+        for entry in entries:  # extern "C": the symbol is the plain name
+            assert entry.encode() in image
+    else:
+        ptx = image.decode()
+        assert f".target sm_{arch}" in ptx
+        for entry in entries:
+            assert re.search(rf"\.entry\s+{entry}\s*\(", ptx), f"{entry} missing from the PTX"
+    assert kernels.build_nvrtc(name, arch, target) == image  # cache hit, same bytes
+
+
+def test_nvrtc_supported_archs():
+    archs = kernels.nvrtc_supported_archs()
+    assert list(archs) == sorted(archs)
+    assert {75, 80, 90} <= set(archs)
+    assert re.fullmatch(r"\d+\.\d+", kernels.nvrtc_version())
+
+
+@pytest.mark.parametrize(
+    "arch,supported,expected",
+    [
+        (90, (75, 80, 86, 90), ("cubin", 90)),  # known: cubin for exactly this GPU
+        (75, (75, 80, 90), ("cubin", 75)),
+        (89, (75, 80, 86, 90), ("ptx", 86)),  # unknown in between: newest older PTX, JIT forward
+        (130, (75, 90, 120, 121), ("ptx", 121)),  # newer than NVRTC: PTX of its newest
+    ],
+)
+def test_select_target(arch, supported, expected):
+    assert kernels.select_target(arch, supported) == expected
+
+
+def test_select_target_too_old_gpu():
+    with pytest.raises(kernels.KernelBuildError, match=r"sm_61 is older than every architecture.*sm_75"):
+        kernels.select_target(61, (75, 80, 90))
+
+
+def test_build_nvrtc_rejects_unknown_target():
+    with pytest.raises(ValueError, match="target must be 'cubin' or 'ptx'"):
+        kernels.build_nvrtc("raster", 75, "fatbin")
+
+
+# ---------------------------------------------------------------------------
+# A tiny kernel tree for the cache tests (compiles in a fraction of a second).
+
+TINY_HEADER = "#pragma once\n#define TINY_VALUE 7.0f\n"
+TINY_SOURCE = textwrap.dedent(
+    """
+    #include "tiny.h"
+    struct TinyParams { float* out; };
+    extern "C" void tiny_fill(const TinyParams* p, long long n) {
+        for (long long i = 0; i < n; ++i) p->out[i] = TINY_VALUE;
+    }
+    """
+)
+
+
+class TinyParams(ctypes.Structure):
+    _fields_ = [("out", ctypes.c_void_p)]
+
+
+@pytest.fixture
+def tiny_tree(tmp_path, monkeypatch):
+    """csrc/ with one small kernel, and an empty cache; returns (csrc, cache)."""
+    csrc, cache = tmp_path / "csrc", tmp_path / "cache"
+    csrc.mkdir()
+    (csrc / "tiny.h").write_text(TINY_HEADER)
+    (csrc / "tiny.cu").write_text(TINY_SOURCE)
+    monkeypatch.setattr(kernels, "csrc_dir", lambda: csrc)
+    monkeypatch.setenv("GLRAST_CACHE_DIR", str(cache))
+    return csrc, cache
+
+
+def _leftovers(cache: Path) -> list[Path]:
+    return list(cache.glob(".build-*")) if cache.exists() else []
+
+
+def test_host_cache_hit_reuses_artifact(tiny_tree, monkeypatch):
+    _, cache = tiny_tree
+    first = kernels.build_host("tiny")
+    stamp = first.stat().st_mtime_ns
+
+    def no_compiler(*args, **kwargs):
+        raise AssertionError("the compiler ran on a cache hit")
+
+    monkeypatch.setattr(kernels.subprocess, "run", no_compiler)
+    assert kernels.build_host("tiny") == first
+    assert first.stat().st_mtime_ns == stamp
+    out = (ctypes.c_float * 5)()
+    kernels.HostModule("tiny").launch("tiny_fill", TinyParams(ctypes.addressof(out)), 5)
+    assert list(out) == [7.0] * 5
+    assert _leftovers(cache) == []
+
+
+def test_host_cache_key_follows_headers(tiny_tree):
+    csrc, _ = tiny_tree
+    before = kernels.build_host("tiny")
+    (csrc / "tiny.h").write_text(TINY_HEADER.replace("7.0f", "9.0f"))
+    after = kernels.build_host("tiny")
+    assert after != before
+    assert before.is_file() and after.is_file()
+    out = (ctypes.c_float * 3)()
+    lib = ctypes.CDLL(str(after))
+    lib.tiny_fill(ctypes.byref(TinyParams(ctypes.addressof(out))), ctypes.c_longlong(3))
+    assert list(out) == [9.0] * 3
+
+
+def test_host_cache_key_follows_flags(tiny_tree, monkeypatch):
+    plain = kernels.build_host("tiny")
+    monkeypatch.setenv("GLRAST_HOST_CFLAGS", "-DUNUSED_FLAG=1")
+    assert kernels.build_host("tiny") != plain
+
+
+def test_failed_host_build_raises_with_log(tiny_tree):
+    csrc, cache = tiny_tree
+    (csrc / "broken.cu").write_text('#include "tiny.h"\nextern "C" void f() { this is not C++; }\n')
+    with pytest.raises(kernels.KernelBuildError) as info:
+        kernels.build_host("broken")
+    message = str(info.value)
+    assert "csrc/broken.cu failed" in message
+    assert "broken.cu:2" in message and "error" in message  # the compiler's own diagnostic
+    assert _leftovers(cache) == []
+    assert not list(cache.rglob("broken*"))
+
+
+def test_failed_nvrtc_build_raises_with_log(tiny_tree):
+    csrc, _ = tiny_tree
+    (csrc / "broken.cu").write_text('extern "C" __global__ void f() { undefined_symbol_here(); }\n')
+    with pytest.raises(
+        kernels.KernelBuildError,
+        match=r"(?s)csrc/broken\.cu for --gpu-architecture=sm_75.*"
+        r"undefined_symbol_here",
+    ):
+        kernels.build_nvrtc("broken", 75)
+
+
+@pytest.fixture
+def compiler_lookup_reset():
+    kernels.host_compiler.cache_clear()
+    yield
+    kernels.host_compiler.cache_clear()
+
+
+def test_missing_explicit_compiler(monkeypatch, compiler_lookup_reset):
+    monkeypatch.setenv("CXX", "/nonexistent/bin/c++")
+    with pytest.raises(kernels.KernelBuildError, match=r"\$CXX='/nonexistent/bin/c\+\+'.*install g\+\+"):
+        kernels.host_compiler()
+
+
+def test_no_compiler_on_path(monkeypatch, tmp_path, compiler_lookup_reset):
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(kernels.KernelBuildError, match=r"c\+\+, g\+\+, clang\+\+ on PATH.*apt-get install g\+\+"):
+        kernels.host_compiler()
+
+
+_CONCURRENT = """
+import sys
+from pathlib import Path
+from glrast import kernels
+kernels.csrc_dir = lambda: Path(sys.argv[1])
+print(kernels.build_host("tiny"))
+"""
+
+
+def test_concurrent_host_builds(tiny_tree):
+    csrc, cache = tiny_tree
+    env = {**os.environ, "GLRAST_CACHE_DIR": str(cache)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CONCURRENT, str(csrc)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, [err for _, err in results]
+    paths = {out.strip() for out, _ in results}
+    assert len(paths) == 1
+    assert [p.name for p in (cache / "host").iterdir()] == [Path(paths.pop()).name]
+    assert _leftovers(cache) == []
