@@ -298,7 +298,9 @@ def _check_tex(fn: str, tex: object, cube: bool) -> torch.Tensor:
             "cube maps require boundary_mode='cube' (texture) or cube_mode=True (texture_construct_mip)"
         )
     if cube and (tex.ndim != 5 or tex.shape[1] != 6 or tex.shape[2] != tex.shape[3]):
-        raise ValueError(f"{fn}: a cube map tex must have shape [N, 6, s, s, C] (six square faces), got {_checks.describe(tex)}")
+        raise ValueError(
+            f"{fn}: a cube map tex must have shape [N, 6, s, s, C] (six square faces), got {_checks.describe(tex)}"
+        )
     if min(tex.shape) < 1:
         raise ValueError(f"{fn}: tex must have every dimension >= 1, got {_checks.describe(tex)}")
     return tex
@@ -351,7 +353,9 @@ def _pyramid(tex, mip, cube: bool, max_mip_level: int | None) -> tuple[torch.Ten
         want = expected[k]
         level = _checks.tensor(_FN, f"mip[{k}]", level, f"{list(want)} (mip level {k + 1})", ndims=(len(want),))
         if tuple(level.shape) != want:
-            raise ValueError(f"{_FN}: mip[{k}] (mip level {k + 1}) must have shape {list(want)}, got {_checks.describe(level)}")
+            raise ValueError(
+                f"{_FN}: mip[{k}] (mip level {k + 1}) must have shape {list(want)}, got {_checks.describe(level)}"
+            )
         _checks.same_device(_FN, tex.device, **{f"mip[{k}]": level})
         levels.append(level)
     if max_mip_level is not None:
@@ -395,7 +399,9 @@ def texture(
     max_mip_level = _max_level(_FN, max_mip_level)
     tex = _check_tex(_FN, tex, cube)
     dims = 3 if cube else 2
-    uv = _checks.tensor(_FN, "uv", uv, f"[N, H, W, {dims}]" + (" (cube: directions)" if cube else ""), ndims=(4,), last=dims)
+    uv = _checks.tensor(
+        _FN, "uv", uv, f"[N, H, W, {dims}]" + (" (cube: directions)" if cube else ""), ndims=(4,), last=dims
+    )
     n, h, w = uv.shape[:3]
     if tex.shape[0] not in (1, n):
         raise ValueError(f"{_FN}: tex has {tex.shape[0]} textures for a batch of {n} images (expected 1 or {n})")
@@ -403,7 +409,9 @@ def texture(
         da_dims = 2 * dims
         uv_da = _checks.tensor(_FN, "uv_da", uv_da, f"[N, H, W, {da_dims}]", ndims=(4,), last=da_dims)
         if uv_da.shape[:3] != uv.shape[:3]:
-            raise ValueError(f"{_FN}: uv_da must have shape {[n, h, w, da_dims]} to match uv, got {_checks.describe(uv_da)}")
+            raise ValueError(
+                f"{_FN}: uv_da must have shape {[n, h, w, da_dims]} to match uv, got {_checks.describe(uv_da)}"
+            )
     if mip_level_bias is not None:
         mip_level_bias = _checks.tensor(_FN, "mip_level_bias", mip_level_bias, "[N, H, W]", ndims=(3,))
         if mip_level_bias.shape != uv.shape[:3]:
@@ -418,7 +426,9 @@ def texture(
     pyr, shapes, through_tex = None, [], False
     if filter_mode in _MIP_FILTERS:
         if uv_da is None and mip_level_bias is None:
-            raise ValueError(f"{_FN}: filter_mode={filter_mode!r} needs uv_da or mip_level_bias to choose the mip level")
+            raise ValueError(
+                f"{_FN}: filter_mode={filter_mode!r} needs uv_da or mip_level_bias to choose the mip level"
+            )
         pyr, shapes, through_tex = _pyramid(tex, mip, cube, max_mip_level)
     cfg = _Config(_FILTERS[filter_mode], _BOUNDARIES[boundary_mode], tuple(shapes), through_tex)
     return _Texture.apply(tex, pyr, uv, uv_da, mip_level_bias, cfg)

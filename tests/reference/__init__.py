@@ -5,3 +5,4 @@ itself. One module per primitive; everything is re-exported here.
 """
 
 from .raster import *  # noqa: F401,F403
+from .texture import *  # noqa: F401,F403
