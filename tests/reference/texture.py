@@ -4,13 +4,12 @@ Built to share as little as possible with the kernels: bilinear filtering is
 torch's grid_sample (wrap through a circularly padded texture), nearest is a
 gather, cube faces are padded with a ring of texels found by projecting the
 ring's texel centres onto the cube (corners: the mean of their three
-neighbours) and then filtered like 2D textures, the cube LOD Jacobian comes
-from forward-mode autograd, the footprint's eigenvalue from eigvalsh, and the
-trilinear blend from hat weights over all levels.
+neighbours) and then filtered like 2D textures, the cube LOD Jacobian is a
+Jacobian-vector product through autograd, the footprint's eigenvalue comes
+from eigvalsh, and the trilinear blend from hat weights over all levels.
 """
 
 import torch
-from torch.autograd import forward_ad
 from torch.nn.functional import grid_sample
 
 __all__ = ["construct_mip", "cube_face_coords", "cube_face_direction", "texture"]
@@ -141,6 +140,16 @@ def _sample_cube(level, face, s, t, nearest):
     return out
 
 
+def _directional_derivative(f, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """J_f(x) v by two reverse-mode passes (J^T u, then its derivative by u), kept differentiable."""
+    x = x if x.requires_grad else x.detach().requires_grad_()
+    y = f(x)
+    u = torch.zeros_like(y, requires_grad=True)
+    (jt_u,) = torch.autograd.grad(y, x, u, create_graph=True)
+    (jv,) = torch.autograd.grad(jt_u, u, v, create_graph=True)
+    return jv
+
+
 def _footprint_level(J: torch.Tensor) -> torch.Tensor:
     """0.5 log2 of the larger eigenvalue of J^T J, J [..., 2, 2] (rows: texel x, y; columns: X, Y)."""
     lam = torch.linalg.eigvalsh(J.mT @ J)[..., -1]
@@ -194,13 +203,8 @@ def texture(
             da = uv_da.double()
             if cube:
                 size = tex.shape[2]
-                cols = []
-                for xy in range(2):  # derivatives by screen X, then Y, as directional derivatives of (s, t)
-                    with forward_ad.dual_level():
-                        _, ds, dt = cube_face_coords(forward_ad.make_dual(d, da[..., xy::2]), face)
-                        cols.append(
-                            torch.stack([forward_ad.unpack_dual(ds).tangent, forward_ad.unpack_dual(dt).tangent], -1)
-                        )
+                st = lambda x: torch.stack(cube_face_coords(x, face)[1:], -1)  # noqa: E731
+                cols = [_directional_derivative(st, d, da[..., xy::2]) for xy in range(2)]  # by screen X, Y
                 J = torch.stack(cols, -1) * size
             else:
                 h, w = tex.shape[1:3]
