@@ -5,17 +5,20 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
 
-def parser(doc: str | None, steps: int, res: int) -> argparse.ArgumentParser:
+def parser(name: str, doc: str | None, steps: int, res: int) -> argparse.ArgumentParser:
     """An argument parser with the options every example shares (--out, --steps, --res, --device, --seed)."""
-    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=None, help="folder for the PNGs and the plot (default: none written)")
+    p = argparse.ArgumentParser(
+        prog=f"{name}.py", description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    out = Path("out") / name
+    p.add_argument("--out", type=Path, default=out, help=f"folder for the PNGs and the plot (default {out})")
     p.add_argument("--steps", type=int, default=steps, help=f"optimization steps (default {steps})")
     p.add_argument("--res", type=int, default=res, help=f"image resolution in pixels (default {res})")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -35,15 +38,37 @@ def check_display(display: bool) -> None:
         print("--display: the live viewer is not available yet; writing files only")
 
 
-def progress(steps: int, desc: str, quiet: bool) -> Iterable[int]:
-    """range(steps), with a tqdm bar unless quiet (tests) or tqdm is missing."""
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def bar(total: int, desc: str, quiet: bool):
+    """A tqdm progress bar (context manager with update()), or a silent stand-in when quiet or tqdm is missing."""
     if quiet:
-        return range(steps)
+        return _NoBar()
     try:
-        from tqdm import trange
+        from tqdm import tqdm
     except ImportError:
-        return range(steps)
-    return trange(steps, desc=desc, leave=False, dynamic_ncols=True)
+        return _NoBar()
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def progress(steps: int, desc: str, quiet: bool) -> Iterator[int]:
+    """range(steps) with a progress bar (see `bar`)."""
+    with bar(steps, desc, quiet) as b:
+        for step in range(steps):
+            yield step
+            b.update()
 
 
 def _to_uint8(image: torch.Tensor | np.ndarray) -> np.ndarray:

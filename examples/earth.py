@@ -149,7 +149,7 @@ def run(steps: int = 600, res: int = 64, tex_res: int = 512, train_views: int = 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = _common.parser(__doc__, steps=600, res=64)
+    p = _common.parser("earth", __doc__, steps=600, res=64)
     p.add_argument("--tex-res", type=int, default=512, help="texture height (width is twice that; default 512)")
     p.add_argument("--train-views", type=int, default=32, help="reference renders to learn from (default 32)")
     args = p.parse_args(argv)

@@ -35,7 +35,9 @@ def run(res: int = 256, out: Path | None = None, device: str | None = None, glct
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="triangle.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--out", type=Path, default=Path("out/triangle"), help="output folder (default out/triangle)")
     p.add_argument("--res", type=int, default=256, help="image side in pixels (default 256)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
