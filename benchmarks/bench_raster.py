@@ -28,7 +28,7 @@ LEVELS = {"5k": 4, "80k": 6, "1.3M": 8}
 def scene(level: int, device: torch.device):
     verts, tri = mesh.icosphere(level)
     mvp = camera.perspective(45.0, 1.0, 0.1, 10.0) @ camera.look_at((0.0, 0.0, 3.0), (0.0, 0.0, 0.0), (0.0, 1.0, 0.0))
-    pos = (torch.cat([verts, torch.ones(verts.shape[0], 1)], 1) @ mvp.T)[None]
+    pos = camera.transform(mvp, verts)
     colors = torch.rand(verts.shape[0], 3, generator=torch.Generator().manual_seed(0))
     return pos.to(device), tri.to(device), colors.to(device)
 
