@@ -6,6 +6,7 @@ Drop-in for ``import nvdiffrast.torch as dr``: ``import glrast as dr``.
 from ._log import get_log_level, set_log_level
 from ._version import __version__
 from .context import RasterizeCudaContext, RasterizeGLContext
+from .doctor import doctor
 from .interpolate import interpolate
 from .raster import DepthPeeler, rasterize, triangle_index
 from .texture import texture, texture_construct_mip
@@ -15,6 +16,7 @@ __all__ = [
     "RasterizeCudaContext",
     "RasterizeGLContext",
     "__version__",
+    "doctor",
     "get_log_level",
     "interpolate",
     "rasterize",
