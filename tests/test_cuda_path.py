@@ -1,0 +1,370 @@
+"""The CUDA production path: EGL device matching (fake device lists), error
+translation, and on a GPU: interop copies equal glReadPixels, kernels launched
+through the driver equal the host build, streams and threads behave."""
+
+import logging
+import threading
+
+import pytest
+import torch
+
+import glrast as dr
+from glrast import egl, interop, kernels
+
+
+def gpu_test(fn):
+    """Marked `gpu`; skipped without CUDA."""
+    skip = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+    return pytest.mark.gpu(skip(fn))
+
+
+SOFTWARE = ("EGL_MESA_device_software",)
+NVIDIA = ("EGL_NV_device_cuda", "EGL_EXT_device_drm")
+
+
+def nv(index, ordinal, pci=None):
+    return egl.EglDevice(index, NVIDIA, ordinal, f"/dev/dri/card{index}", pci)
+
+
+def mesa(index):
+    return egl.EglDevice(index, SOFTWARE, None, None, None)
+
+
+# ---------------------------------------------------------------------------
+# Device matching
+
+
+def test_single_gpu_after_mesa_device():
+    devices = [mesa(0), nv(1, 0)]
+    assert egl.select_device(devices, 0) == 1  # not "device 0 by accident"
+
+
+def test_cuda_visible_devices_subset():
+    # Four GPUs, CUDA_VISIBLE_DEVICES=2,3: EGL lists all four, only the visible two
+    # have CUDA ordinals, numbered as this process sees them.
+    devices = [nv(0, None), nv(1, None), nv(2, 0), nv(3, 1), mesa(4)]
+    assert egl.select_device(devices, 0) == 2
+    assert egl.select_device(devices, 1) == 3
+
+
+def test_permuted_order():
+    # CUDA_VISIBLE_DEVICES=1,0 (or CUDA_DEVICE_ORDER=FASTEST_FIRST): the orders differ.
+    devices = [nv(0, 1, "0000:01:00.0"), nv(1, 0, "0000:02:00.0")]
+    assert egl.select_device(devices, 0, "0000:02:00.0") == 1
+    assert egl.select_device(devices, 1, "0000:01:00.0") == 0
+
+
+def test_pci_spellings_match():
+    devices = [nv(0, 0, "0000:3b:00.0")]
+    assert egl.select_device(devices, 0, "00000000:3B:00.0") == 0
+    assert egl.normalize_pci("00000000:3B:00.0") == egl.normalize_pci("0000:3b:00.0") == (0, 0x3B, 0)
+    assert egl.normalize_pci("garbage") is None and egl.normalize_pci(None) is None
+
+
+def test_pci_wins_over_disagreeing_ordinal(caplog):
+    devices = [nv(0, 0, "0000:01:00.0"), nv(1, 1, "0000:02:00.0")]
+    with caplog.at_level(logging.WARNING, logger="glrast"):
+        assert egl.select_device(devices, 0, "0000:02:00.0") == 1
+    assert "matched by PCI address" in caplog.text
+
+
+def test_ordinal_used_when_pci_unknown_on_egl_side():
+    devices = [nv(0, 1), nv(1, 0)]  # containers often have no /dev/dri
+    assert egl.select_device(devices, 0, "0000:02:00.0") == 1
+
+
+def test_contradicting_pci_raises():
+    devices = [nv(0, 0, "0000:01:00.0")]
+    with pytest.raises(RuntimeError, match=r"reports CUDA ordinal 0 but sits at PCI 0000:01:00.0"):
+        egl.select_device(devices, 0, "0000:09:00.0")
+
+
+def test_no_nvidia_device_lists_what_was_found():
+    with pytest.raises(RuntimeError) as info:
+        egl.select_device([mesa(0)], 0)
+    text = str(info.value)
+    assert "no EGL device reports a CUDA ordinal" in text
+    assert "EGL device 0: CUDA ordinal none, PCI unknown, software (Mesa llvmpipe)" in text
+    assert "libEGL_nvidia.so.0" in text and "NVIDIA_DRIVER_CAPABILITIES" in text and "glrast doctor" in text
+
+
+def test_missing_ordinal_raises():
+    devices = [nv(0, 0), nv(1, 1)]
+    with pytest.raises(RuntimeError, match=r"(?s)no EGL device reports CUDA ordinal 2.*EGL device 1: CUDA ordinal 1"):
+        egl.select_device(devices, 2)
+    with pytest.raises(RuntimeError, match="no EGL devices at all"):
+        egl.select_device([], 0)
+
+
+def test_ambiguous_match_raises():
+    with pytest.raises(RuntimeError, match=r"several EGL devices claim it \(\[0, 1\]\)"):
+        egl.select_device([nv(0, 0), nv(1, 0)], 0)
+
+
+def test_glcontext_env_override_must_agree():
+    devices = [mesa(0), nv(1, 0)]
+    assert egl.select_device(devices, 0, env_index="1") == 1
+    assert egl.select_device(devices, 0, env_index="") == 1
+    with pytest.raises(RuntimeError, match=r"GLCONTEXT_DEVICE_INDEX=0 would make glcontext open EGL device 0.*unset"):
+        egl.select_device(devices, 0, env_index="0")
+
+
+def test_egl_device_for_cuda_wiring(monkeypatch):
+    monkeypatch.setattr(egl, "query_devices", lambda: [mesa(0), nv(1, 1, "0000:01:00.0"), nv(2, 0, "0000:02:00.0")])
+    monkeypatch.setattr(egl, "cuda_pci_bus_id", lambda index: {0: "0000:02:00.0", 1: "0000:01:00.0"}[index])
+    monkeypatch.delenv(egl.DEVICE_INDEX_ENV, raising=False)
+    assert egl.egl_device_for_cuda(0) == 2
+    assert egl.egl_device_for_cuda(1) == 1
+    monkeypatch.setenv(egl.DEVICE_INDEX_ENV, "0")
+    with pytest.raises(RuntimeError, match="GLCONTEXT_DEVICE_INDEX"):
+        egl.egl_device_for_cuda(0)
+
+
+def test_egl_unavailable_is_reported(monkeypatch):
+    def broken():
+        raise egl.EglUnavailableError("cannot load libEGL.so.1")
+
+    monkeypatch.setattr(egl, "query_devices", broken)
+    with pytest.raises(RuntimeError, match="cannot enumerate EGL devices to find CUDA device 0: cannot load libEGL"):
+        egl.egl_device_for_cuda(0)
+
+
+def test_pci_bus_id_from_sysfs(tmp_path):
+    pci = tmp_path / "devices" / "pci0000:00" / "0000:00:01.0" / "0000:01:00.0"
+    pci.mkdir(parents=True)
+    (tmp_path / "drm" / "card1").mkdir(parents=True)
+    (tmp_path / "drm" / "card1" / "device").symlink_to(pci)
+    platform_dev = tmp_path / "devices" / "platform" / "simple-framebuffer.0"
+    platform_dev.mkdir(parents=True)
+    (tmp_path / "drm" / "card0").mkdir()
+    (tmp_path / "drm" / "card0" / "device").symlink_to(platform_dev)
+    assert egl.pci_bus_id_of_drm("/dev/dri/card1", tmp_path / "drm") == "0000:01:00.0"
+    assert egl.pci_bus_id_of_drm("/dev/dri/card0", tmp_path / "drm") is None
+    assert egl.pci_bus_id_of_drm(None, tmp_path / "drm") is None
+
+
+def test_real_device_list():
+    devices = egl.query_devices()
+    assert [d.index for d in devices] == list(range(len(devices)))
+    assert devices, "the test machines have at least Mesa's software device"
+    assert "EGL_EXT_device_enumeration" in egl.client_extensions()
+
+
+# ---------------------------------------------------------------------------
+# Error translation
+
+MODERNGL_ERRORS = {
+    "GL_INVALID_ENUM",
+    "GL_INVALID_VALUE",
+    "GL_INVALID_OPERATION",
+    "GL_INVALID_FRAMEBUFFER_OPERATION",
+    "GL_OUT_OF_MEMORY",
+    "GL_STACK_UNDERFLOW",
+    "GL_STACK_OVERFLOW",
+    "GL_CONTEXT_LOST",
+    "GL_UNKNOWN_ERROR",
+}
+
+
+def test_hint_tables_name_real_codes():
+    from cuda.bindings import driver, nvrtc
+
+    real = {e.name for e in driver.CUresult} | {e.name for e in nvrtc.nvrtcResult}
+    assert set(kernels.CUDA_ERROR_HINTS) <= real, set(kernels.CUDA_ERROR_HINTS) - real
+    assert set(interop.GL_ERROR_HINTS) <= MODERNGL_ERRORS
+
+
+@pytest.mark.parametrize(
+    "name,phrase",
+    [
+        ("CUDA_ERROR_INVALID_DEVICE", "wrong device"),
+        ("CUDA_ERROR_INVALID_CONTEXT", "no CUDA context is current on this thread"),
+        ("CUDA_ERROR_INVALID_GRAPHICS_CONTEXT", "OpenGL context is not current on this thread"),
+        ("CUDA_ERROR_OPERATING_SYSTEM", "not the same NVIDIA driver"),
+        ("CUDA_ERROR_UNSUPPORTED_PTX_VERSION", "driver is older than NVRTC"),
+        ("CUDA_ERROR_ILLEGAL_ADDRESS", "restart the process"),
+        ("NVRTC_ERROR_COMPILATION", "see the log"),
+    ],
+)
+def test_cuda_error_message(name, phrase):
+    from cuda.bindings import driver, nvrtc
+
+    code = getattr(driver.CUresult, name, None) or getattr(nvrtc.nvrtcResult, name)
+    message = kernels.cuda_error_message(code, "registering the render target")
+    assert message.startswith(f"registering the render target failed: {name} ({int(code)}): ")
+    assert phrase in message
+
+
+def test_unknown_cuda_error_keeps_its_name():
+    from cuda.bindings import driver
+
+    message = kernels.cuda_error_message(driver.CUresult.CUDA_ERROR_TIMEOUT, "waiting")
+    assert "CUDA_ERROR_TIMEOUT" in message and "see the CUDA documentation" in message
+
+
+def test_check_cuda():
+    from cuda.bindings import driver
+
+    ok, bad = driver.CUresult.CUDA_SUCCESS, driver.CUresult.CUDA_ERROR_INVALID_CONTEXT
+    assert kernels.check_cuda((ok,), "x") is None
+    assert kernels.check_cuda((ok, 5), "x") == 5
+    assert kernels.check_cuda((ok, 5, 6), "x") == [5, 6]
+    with pytest.raises(kernels.CudaError, match="launch failed: CUDA_ERROR_INVALID_CONTEXT"):
+        kernels.check_cuda((bad, None), "launch")
+
+
+def test_interop_message_includes_pending_gl_error():
+    from cuda.bindings import driver
+
+    err = driver.CUresult.CUDA_ERROR_UNKNOWN
+    plain = interop.interop_error_message(err, "mapping")
+    assert plain == kernels.cuda_error_message(err, "mapping")
+    with_gl = interop.interop_error_message(err, "mapping", "GL_INVALID_OPERATION")
+    assert with_gl.startswith(plain)
+    assert "A GL error was pending: GL_INVALID_OPERATION: " in with_gl and "not current" in with_gl
+    assert interop.gl_error_message("GL_NO_ERROR") == ""
+    assert interop.gl_error_message("GL_STACK_OVERFLOW") == "GL_STACK_OVERFLOW: unexpected GL error"
+
+
+def test_cpu_reader_reads_attachments(cpu_glctx):
+    pos = torch.tensor([[[-1, -1, 0, 1], [3, -1, 0, 1], [-1, 3, 0, 1]]], dtype=torch.float32)
+    tri = torch.tensor([[0, 1, 2]], dtype=torch.int32)
+    rast, rast_db = dr.rasterize(cpu_glctx, pos, tri, (5, 7))
+    with cpu_glctx.activate():
+        pipe = cpu_glctx.pipeline()
+        out = [torch.empty(5, 7, 4), torch.empty(5, 7, 4)]
+        pipe.reader.read(pipe.fbo, [(0, out[0]), (1, out[1])], (0, 0, 7, 5))
+        pipe.reader.reset()  # no CUDA registrations: nothing to do
+    assert torch.equal(out[0], rast[0]) and torch.equal(out[1], rast_db[0])
+
+
+# ---------------------------------------------------------------------------
+# On a GPU
+
+
+def _scene(n: int, device: str):
+    g = torch.Generator().manual_seed(3)
+    pos = torch.rand(n, 12, 4, generator=g) * 1.6 - 0.8
+    pos[..., 2] = torch.rand(n, 12, generator=g) * 0.5
+    pos[..., 3] = 1.0
+    tri = torch.randint(0, 12, (10, 3), generator=g, dtype=torch.int32)
+    return pos.to(device), tri.to(device)
+
+
+def _gl_readback(glctx, height, width):
+    """What glReadPixels gives for the last image drawn (both attachments)."""
+    with glctx.activate():
+        pipe = glctx.pipeline()
+        out = [torch.empty(height, width, 4), torch.empty(height, width, 4)]
+        for attachment, t in enumerate(out):
+            pipe.fbo.read_into(t.numpy(), viewport=(0, 0, width, height), components=4, attachment=attachment)
+    return out
+
+
+@gpu_test
+def test_interop_copy_equals_readpixels():
+    with dr.RasterizeGLContext(device="cuda") as glctx:
+        pos, tri = _scene(3, "cuda")
+        for height, width in [(16, 16), (24, 40), (8, 8)]:  # the second grows (re-registers), the third reuses
+            rast, rast_db = dr.rasterize(glctx, pos, tri, (height, width))
+            torch.cuda.synchronize()
+            ref, ref_db = _gl_readback(glctx, height, width)
+            assert torch.equal(rast[-1].cpu(), ref)
+            assert torch.equal(rast_db[-1].cpu(), ref_db)
+            assert (rast[..., 3] > 0).any()
+
+
+@gpu_test
+def test_rasterize_cuda_matches_cpu(cpu_glctx):
+    pos, tri = _scene(2, "cpu")
+    with dr.RasterizeGLContext(device="cuda") as gctx:
+        rast_gpu, db_gpu = dr.rasterize(gctx, pos.cuda(), tri.cuda(), (32, 48))
+    rast_cpu, db_cpu = dr.rasterize(cpu_glctx, pos, tri, (32, 48))
+    same = rast_gpu[..., 3].cpu() == rast_cpu[..., 3]
+    assert same.float().mean() > 0.99  # coverage ties on shared edges may differ between GL drivers
+    assert torch.allclose(rast_gpu.cpu()[same], rast_cpu[same], atol=1e-4)
+    assert torch.allclose(db_gpu.cpu()[same], db_cpu[same], atol=1e-3)
+
+
+def _raster_grad(pos, tri, rast, grad_rast, grad_db):
+    from glrast.raster import RasterGradParams
+
+    grad_pos = torch.zeros_like(pos)
+    n, h, w, _ = rast.shape
+    params = RasterGradParams(
+        pos.data_ptr(),
+        tri.data_ptr(),
+        rast.data_ptr(),
+        grad_rast.data_ptr(),
+        grad_db.data_ptr(),
+        grad_pos.data_ptr(),
+        h,
+        w,
+        pos.shape[1],
+    )
+    kernels.module("raster", pos.device).launch("raster_grad", params, n * h * w)
+    return grad_pos
+
+
+@gpu_test
+def test_kernels_cuda_match_host(cpu_glctx):
+    pos, tri = _scene(2, "cpu")
+    rast, rast_db = dr.rasterize(cpu_glctx, pos, tri, (32, 48))
+    g = torch.Generator().manual_seed(5)
+    attr = torch.rand(2, 12, 3, generator=g)
+    grad_rast, grad_db = torch.randn(rast.shape, generator=g), torch.randn(rast_db.shape, generator=g)
+    ref = _raster_grad(pos, tri, rast, grad_rast, grad_db)
+    got = _raster_grad(*(t.cuda() for t in (pos, tri, rast, grad_rast, grad_db)))
+    assert torch.allclose(got.cpu(), ref, atol=1e-4, rtol=1e-4)
+
+    results = {}
+    for device in ("cpu", "cuda"):
+        a = attr.to(device).requires_grad_()
+        r = rast.to(device).requires_grad_()
+        db = rast_db.to(device).requires_grad_()
+        out, out_da = dr.interpolate(a, r, tri.to(device), rast_db=db, diff_attrs="all")
+        v, vd = torch.randn(out.shape, generator=torch.Generator().manual_seed(7)), torch.ones(out_da.shape)
+        loss = (out * v.to(device)).sum() + (out_da * vd.to(device)).sum()
+        results[device] = [t.detach().cpu() for t in (out, out_da, *torch.autograd.grad(loss, (a, r, db)))]
+    for got_t, ref_t in zip(results["cuda"], results["cpu"]):
+        assert torch.allclose(got_t, ref_t, atol=1e-4, rtol=1e-4)
+
+
+@gpu_test
+def test_launch_on_side_stream_and_other_thread(cpu_glctx):
+    pos, tri = _scene(1, "cpu")
+    rast, _ = dr.rasterize(cpu_glctx, pos, tri, (16, 16))
+    attr = torch.rand(1, 12, 2)
+    ref, _ = dr.interpolate(attr, rast, tri)
+    args = (attr.cuda(), rast.cuda(), tri.cuda())
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        out, _ = dr.interpolate(*args)
+    stream.synchronize()
+    assert torch.allclose(out.cpu(), ref, atol=1e-6)
+
+    result = {}
+
+    def worker():  # a fresh thread: torch's context is not current on it yet
+        try:
+            result["out"] = dr.interpolate(*args)[0].cpu()
+        except BaseException as e:  # reported below
+            result["error"] = e
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert "error" not in result, result.get("error")
+    assert torch.allclose(result["out"], ref, atol=1e-6)
+
+
+@gpu_test
+def test_cuda_module_target_and_context():
+    mod = kernels.module("interpolate", torch.device("cuda", 0))
+    major, minor = torch.cuda.get_device_capability(0)
+    assert (mod.target, mod.arch) == kernels.select_target(major * 10 + minor, kernels.nvrtc_supported_archs())
+    from cuda.bindings import driver
+
+    with kernels.cuda_context(torch.device("cuda", 0)):
+        current = kernels.check_cuda(driver.cuCtxGetCurrent(), "cuCtxGetCurrent")
+    assert int(current) == int(kernels.primary_context(0))
