@@ -107,7 +107,7 @@ def train(planet: Planet, targets: torch.Tensor, views: torch.Tensor, init: torc
     return tex.detach(), losses
 
 
-def run(steps: int = 600, res: int = 64, tex_res: int = 512, train_views: int = 32, test_views: int = 8,
+def run(steps: int = 400, res: int = 64, tex_res: int = 512, train_views: int = 32, test_views: int = 8,
         batch: int = 4, out: Path | None = None, device: str | None = None, seed: int = 0,
         glctx: dr.RasterizeGLContext | None = None, quiet: bool = False) -> dict:  # fmt: skip
     """Learn a [tex_res, 2 tex_res] texture twice (with / without mipmaps) from `train_views`
@@ -149,7 +149,7 @@ def run(steps: int = 600, res: int = 64, tex_res: int = 512, train_views: int = 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = _common.parser("earth", __doc__, steps=600, res=64)
+    p = _common.parser("earth", __doc__, steps=400, res=64)
     p.add_argument("--tex-res", type=int, default=512, help="texture height (width is twice that; default 512)")
     p.add_argument("--train-views", type=int, default=32, help="reference renders to learn from (default 32)")
     args = p.parse_args(argv)
