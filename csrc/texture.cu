@@ -204,8 +204,10 @@ struct Taps {
     int lw, lh;    // level size
 };
 
+// Index v of a side of n texels under the boundary mode; v is at most one side
+// length outside [0, n) (texel_coord keeps it there), so wrapping needs no division.
 GLRAST_HD int boundary_index(int v, int n, int boundary) {
-    if (boundary == BOUNDARY_WRAP) { int r = v % n; return r < 0 ? r + n : r; }
+    if (boundary == BOUNDARY_WRAP) return v < 0 ? v + n : (v >= n ? v - n : v);
     if (boundary == BOUNDARY_CLAMP) return clamp_int(v, 0, n - 1);
     return (v < 0 || v >= n) ? -1 : v;  // BOUNDARY_ZERO
 }
@@ -439,31 +441,43 @@ struct MipParams {
     int channels;
 };
 
-GLRAST_KERNEL(mip_down, MipParams) {  // one thread per coarse float
-    int C = p.channels;
-    int c = (int)(i % C);
-    i64 r = i / C;
-    int x = (int)(r % p.cw);
-    r /= p.cw;
+// Thread i handles coarse texel i and the (up to) 2x2 block of fine texels below
+// it; blocks do not overlap, so the gradient kernel needs no atomics.
+struct MipBlock {
+    i64 coarse, fine;        // float offsets of the coarse texel and of its block's first fine texel
+    int bw, bh;              // block size
+};
+
+GLRAST_HD MipBlock mip_block(const MipParams& p, i64 i) {
+    int x = (int)(i % p.cw);
+    i64 r = i / p.cw;
     int y = (int)(r % p.ch);
     i64 b = r / p.ch;
-    int bw = p.fw > 1 ? 2 : 1, bh = p.fh > 1 ? 2 : 1;
-    const float* src = p.fine + ((b * p.fh + (i64)bh * y) * p.fw + (i64)bw * x) * C + c;
-    float sum = 0.f;
-    for (int dy = 0; dy < bh; ++dy)
-        for (int dx = 0; dx < bw; ++dx) sum += src[((i64)dy * p.fw + dx) * C];
-    p.coarse[i] = sum / (float)(bw * bh);
+    MipBlock m;
+    m.bw = p.fw > 1 ? 2 : 1;
+    m.bh = p.fh > 1 ? 2 : 1;
+    m.coarse = i * p.channels;
+    m.fine = ((b * p.fh + (i64)m.bh * y) * p.fw + (i64)m.bw * x) * p.channels;
+    return m;
 }
 
-GLRAST_KERNEL(mip_down_grad, MipParams) {  // one thread per fine float: fine += coarse parent / block size
-    int C = p.channels;
-    int c = (int)(i % C);
-    i64 r = i / C;
-    int x = (int)(r % p.fw);
-    r /= p.fw;
-    int y = (int)(r % p.fh);
-    i64 b = r / p.fh;
-    int bw = p.fw > 1 ? 2 : 1, bh = p.fh > 1 ? 2 : 1;
-    i64 parent = ((b * p.ch + y / bh) * p.cw + x / bw) * C + c;
-    p.fine[i] += p.coarse[parent] / (float)(bw * bh);
+GLRAST_KERNEL(mip_down, MipParams) {
+    MipBlock m = mip_block(p, i);
+    float scale = 1.f / (float)(m.bw * m.bh);
+    for (int c = 0; c < p.channels; ++c) {
+        float sum = 0.f;
+        for (int dy = 0; dy < m.bh; ++dy)
+            for (int dx = 0; dx < m.bw; ++dx) sum += p.fine[m.fine + ((i64)dy * p.fw + dx) * p.channels + c];
+        p.coarse[m.coarse + c] = sum * scale;
+    }
+}
+
+GLRAST_KERNEL(mip_down_grad, MipParams) {  // fine += coarse / block size, over each block
+    MipBlock m = mip_block(p, i);
+    float scale = 1.f / (float)(m.bw * m.bh);
+    for (int c = 0; c < p.channels; ++c) {
+        float g = p.coarse[m.coarse + c] * scale;
+        for (int dy = 0; dy < m.bh; ++dy)
+            for (int dx = 0; dx < m.bw; ++dx) p.fine[m.fine + ((i64)dy * p.fw + dx) * p.channels + c] += g;
+    }
 }

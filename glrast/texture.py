@@ -136,6 +136,11 @@ def _mip_params(fine: torch.Tensor, coarse: torch.Tensor, fine_shape: tuple, coa
     )
 
 
+def _texels(shape: tuple) -> int:
+    """Texels of a level (all images and faces): one mip kernel thread each."""
+    return math.prod(shape[:-1])
+
+
 def _level_view(base: torch.Tensor, packed: torch.Tensor, shapes: Sequence[tuple], k: int) -> torch.Tensor:
     """Level k (0: `base`) of a pyramid whose levels 1.. are packed in `packed`."""
     if k == 0:
@@ -152,7 +157,7 @@ def _build_pyramid(tex: torch.Tensor, shapes: Sequence[tuple]) -> torch.Tensor:
     for k in range(1, len(shapes) + 1):
         fine = _level_view(tex, packed, shapes, k - 1)
         coarse = _level_view(tex, packed, shapes, k)
-        mod.launch("mip_down", _mip_params(fine, coarse, all_shapes[k - 1], all_shapes[k]), coarse.numel())
+        mod.launch("mip_down", _mip_params(fine, coarse, all_shapes[k - 1], all_shapes[k]), _texels(all_shapes[k]))
     return packed
 
 
@@ -163,7 +168,7 @@ def _pyramid_grad_to_base(grad_tex: torch.Tensor, grad_packed: torch.Tensor, sha
     for k in range(len(shapes), 0, -1):
         fine = _level_view(grad_tex, grad_packed, shapes, k - 1)
         coarse = _level_view(grad_tex, grad_packed, shapes, k)
-        mod.launch("mip_down_grad", _mip_params(fine, coarse, all_shapes[k - 1], all_shapes[k]), fine.numel())
+        mod.launch("mip_down_grad", _mip_params(fine, coarse, all_shapes[k - 1], all_shapes[k]), _texels(all_shapes[k]))
 
 
 class TextureMip:
