@@ -114,6 +114,8 @@ class CudaTargets:
         Errors from a CUDA that is already shutting down are ignored."""
         driver = self._driver
         resources, self.resources = self.resources, []
+        if not resources:
+            return
         failure = None
         with kernels.cuda_context(self.device):
             for res in resources:

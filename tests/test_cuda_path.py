@@ -3,6 +3,9 @@ translation, and on a GPU: interop copies equal glReadPixels, kernels launched
 through the driver equal the host build, streams and threads behave."""
 
 import logging
+import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -368,3 +371,226 @@ def test_cuda_module_target_and_context():
     with kernels.cuda_context(torch.device("cuda", 0)):
         current = kernels.check_cuda(driver.cuCtxGetCurrent(), "cuCtxGetCurrent")
     assert int(current) == int(kernels.primary_context(0))
+
+
+# ---------------------------------------------------------------------------
+# The driver calls themselves, against a stand-in libcuda.so.1 (no GPU needed):
+# argument marshalling through cuda-bindings, the context each call runs in,
+# the order of map / copy / unmap, and the error paths.
+
+FAKE_LIBCUDA = r"""
+#include <dlfcn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+extern "C" {
+typedef int CUresult;
+typedef unsigned long long u64;
+struct Memcpy2D {  // CUDA_MEMCPY2D
+    size_t srcXInBytes, srcY; int srcMemoryType; const void* srcHost; u64 srcDevice; void* srcArray; size_t srcPitch;
+    size_t dstXInBytes, dstY; int dstMemoryType; void* dstHost; u64 dstDevice; void* dstArray; size_t dstPitch;
+    size_t WidthInBytes, Height;
+};
+static __thread u64 stack[16];
+static __thread int depth;
+static char fail_name[64];
+static CUresult fail_code;
+static FILE* out() {
+    static FILE* f;
+    if (!f) { f = fopen(getenv("FAKE_CUDA_LOG"), "w"); setvbuf(f, NULL, _IOLBF, 0); }
+    return f;
+}
+static CUresult call(const char* name, const char* fmt, ...) {
+    fprintf(out(), "%s ctx=%#llx", name, depth ? stack[depth - 1] : 0ULL);
+    va_list ap; va_start(ap, fmt); vfprintf(out(), fmt, ap); va_end(ap);
+    fputc('\n', out());
+    if (strcmp(name, fail_name) == 0) { fail_name[0] = 0; return fail_code; }
+    return 0;
+}
+void fake_fail(const char* name, int code) { strncpy(fail_name, name, 63); fail_code = code; }
+CUresult cuDriverGetVersion(int* v) { *v = 13000; return 0; }
+CUresult cuGetProcAddress_v2(const char* sym, void** pfn, int, u64, int* status) {
+    *pfn = dlsym(RTLD_DEFAULT, sym);
+    if (status) *status = *pfn ? 0 : 1;
+    return *pfn ? 0 : 500;
+}
+CUresult cuGetProcAddress(const char* sym, void** pfn, int v, u64 f) {
+    return cuGetProcAddress_v2(sym, pfn, v, f, NULL);
+}
+CUresult cuInit(unsigned) { return call("cuInit", ""); }
+CUresult cuDeviceGet(int* dev, int ordinal) { *dev = ordinal; return call("cuDeviceGet", " %d", ordinal); }
+CUresult cuDeviceGetPCIBusId(char* s, int len, int dev) { snprintf(s, len, "0000:%02X:00.0", 10 + dev); return 0; }
+CUresult cuDevicePrimaryCtxRetain(u64* ctx, int dev) {
+    *ctx = 0x1000 + dev;
+    return call("cuDevicePrimaryCtxRetain", " %d", dev);
+}
+CUresult cuCtxGetCurrent(u64* ctx) { *ctx = depth ? stack[depth - 1] : 0; return 0; }
+CUresult cuCtxPushCurrent(u64 ctx) { stack[depth++] = ctx; return call("cuCtxPushCurrent", " %#llx", ctx); }
+CUresult cuCtxPopCurrent(u64* ctx) { CUresult r = call("cuCtxPopCurrent", ""); *ctx = stack[--depth]; return r; }
+CUresult cuModuleLoadData(u64* mod, const void* image) {
+    *mod = 0x4000;
+    return call("cuModuleLoadData", " elf=%d", memcmp(image, "\x7f" "ELF", 4) == 0);
+}
+CUresult cuModuleGetFunction(u64* fn, u64 mod, const char* name) {
+    *fn = 0x5000;
+    return call("cuModuleGetFunction", " %#llx %s", mod, name);
+}
+CUresult cuLaunchKernel(u64 fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                        unsigned shared, u64 stream, void** params, void** extra) {
+    const u64* p = (const u64*)params[0];
+    return call("cuLaunchKernel", " %#llx grid=%u,%u,%u block=%u,%u,%u shared=%u stream=%#llx p=%#llx,%lld n=%lld%s",
+                fn, gx, gy, gz, bx, by, bz, shared, stream, p[0], (long long)p[1], *(const long long*)params[1],
+                extra ? " extra" : "");
+}
+CUresult cuGraphicsGLRegisterImage(u64* res, unsigned image, unsigned target, unsigned flags) {
+    *res = 0x2000 + image;
+    return call("cuGraphicsGLRegisterImage", " %u %#x %u", image, target, flags);
+}
+CUresult cuGraphicsMapResources(unsigned count, const u64* res, u64 stream) {
+    return call("cuGraphicsMapResources", " %u %#llx %#llx stream=%#llx", count, res[0], count > 1 ? res[1] : 0,
+                stream);
+}
+CUresult cuGraphicsUnmapResources(unsigned count, const u64* res, u64 stream) {
+    return call("cuGraphicsUnmapResources", " %u %#llx %#llx stream=%#llx", count, res[0], count > 1 ? res[1] : 0,
+                stream);
+}
+CUresult cuGraphicsSubResourceGetMappedArray(u64* arr, u64 res, unsigned index, unsigned level) {
+    *arr = res + 0x1000;
+    return call("cuGraphicsSubResourceGetMappedArray", " %#llx %u %u", res, index, level);
+}
+CUresult cuMemcpy2DAsync(const Memcpy2D* c, u64 stream) {
+    return call("cuMemcpy2DAsync", " src=%d,%#llx,x=%zu,y=%zu dst=%d,%#llx,pitch=%zu size=%zux%zu stream=%#llx",
+                c->srcMemoryType, (u64)c->srcArray, c->srcXInBytes, c->srcY, c->dstMemoryType, c->dstDevice,
+                c->dstPitch, c->WidthInBytes, c->Height, stream);
+}
+CUresult cuGraphicsUnregisterResource(u64 res) { return call("cuGraphicsUnregisterResource", " %#llx", res); }
+}
+"""
+
+DRIVER_SCRIPT = r"""
+import ctypes, sys, types
+import torch
+# torch here has no CUDA: stand in for the few torch.cuda calls the path makes.
+torch.cuda.init = lambda: None
+torch.cuda.current_stream = lambda device=None: types.SimpleNamespace(cuda_stream=0x5555)
+torch.cuda.get_device_capability = lambda device=None: (9, 0)
+torch.cuda.get_device_properties = lambda device=None: types.SimpleNamespace(multi_processor_count=2)
+from glrast import egl, interop, kernels
+fake = ctypes.CDLL("libcuda.so.1")
+dev = torch.device("cuda", 1)
+
+class P(ctypes.Structure):
+    _fields_ = [("a", ctypes.c_void_p), ("b", ctypes.c_longlong)]
+
+mod = kernels.CudaModule("interpolate", dev)
+mod.launch("interpolate_fwd", P(0x1234, -7), 1000)
+mod.launch("interpolate_fwd", P(0x1234, -7), 0)  # nothing to do: no launch
+gl = types.SimpleNamespace(error="GL_NO_ERROR")
+targets = interop.CudaTargets(gl, [types.SimpleNamespace(glo=5), types.SimpleNamespace(glo=6)], dev)
+out0, out1 = torch.empty(4, 3, 4), torch.empty(4, 3, 4)
+targets.copy([(1, out1), (0, out0)], (2, 3, 3, 4))
+print("ptrs", hex(out1.data_ptr()), hex(out0.data_ptr()))
+fake.fake_fail(b"cuMemcpy2DAsync", 1)
+gl.error = "GL_INVALID_OPERATION"
+try:
+    targets.copy([(0, out0)], (0, 0, 3, 4))
+except kernels.CudaError as e:
+    print("copy error:", e)
+fake.fake_fail(b"cuGraphicsUnregisterResource", 4)  # CUDA_ERROR_DEINITIALIZED: ignored at shutdown
+targets.release()
+targets.release()  # idempotent
+fake.fake_fail(b"cuGraphicsGLRegisterImage", 219)
+try:
+    interop.CudaTargets(gl, [types.SimpleNamespace(glo=9)], dev)
+except kernels.CudaError as e:
+    print("register error:", e)
+from cuda.bindings import driver
+driver.cuCtxPushCurrent(kernels.primary_context(1))  # already current: no push/pop around the launch
+mod.launch("interpolate_fwd", P(1, 2), 3)
+print("pci", egl.cuda_pci_bus_id(1))
+"""
+
+
+def test_driver_calls_against_a_stand_in_libcuda(tmp_path, monkeypatch):
+    lib_dir, cache = tmp_path / "lib", tmp_path / "cache"
+    lib_dir.mkdir()
+    (lib_dir / "fake.cpp").write_text(FAKE_LIBCUDA)
+    build = subprocess.run(
+        [
+            kernels.host_compiler()[0],
+            "-shared",
+            "-fPIC",
+            "-o",
+            str(lib_dir / "libcuda.so.1"),
+            str(lib_dir / "fake.cpp"),
+            "-ldl",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert build.returncode == 0, build.stderr
+    # NVRTC must not run next to the stand-in driver (it talks to libcuda): build the cubin here first.
+    monkeypatch.setenv("GLRAST_CACHE_DIR", str(cache))
+    kernels.build_nvrtc("interpolate", 90)
+    env = {
+        **os.environ,
+        "FAKE_CUDA_LOG": str(tmp_path / "log"),
+        "LD_LIBRARY_PATH": os.pathsep.join(filter(None, [str(lib_dir), os.environ.get("LD_LIBRARY_PATH")])),
+    }
+    res = subprocess.run([sys.executable, "-c", DRIVER_SCRIPT], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    ptr1, ptr0 = out.split("ptrs ")[1].split()[:2]
+    log = (tmp_path / "log").read_text().splitlines()
+    ctx = "ctx=0x1001"
+    mapped = [
+        f"cuGraphicsSubResourceGetMappedArray {ctx} 0x2006 0 0",
+        f"cuMemcpy2DAsync {ctx} src=3,0x3006,x=32,y=3 dst=2,{ptr1},pitch=48 size=48x4 stream=0x5555",
+        f"cuGraphicsSubResourceGetMappedArray {ctx} 0x2005 0 0",
+        f"cuMemcpy2DAsync {ctx} src=3,0x3005,x=32,y=3 dst=2,{ptr0},pitch=48 size=48x4 stream=0x5555",
+    ]
+    assert log == [
+        "cuInit ctx=0",
+        "cuDeviceGet ctx=0 1",
+        "cuDevicePrimaryCtxRetain ctx=0 1",
+        f"cuCtxPushCurrent {ctx} 0x1001",
+        f"cuModuleLoadData {ctx} elf=1",  # the sm_90 cubin
+        f"cuCtxPopCurrent {ctx}",
+        f"cuCtxPushCurrent {ctx} 0x1001",
+        f"cuModuleGetFunction {ctx} 0x4000 interpolate_fwd",
+        # grid: ceil(1000 / 256) blocks; the struct and n arrive by value
+        f"cuLaunchKernel {ctx} 0x5000 grid=4,1,1 block=256,1,1 shared=0 stream=0x5555 p=0x1234,-7 n=1000",
+        f"cuCtxPopCurrent {ctx}",
+        f"cuCtxPushCurrent {ctx} 0x1001",
+        f"cuGraphicsGLRegisterImage {ctx} 5 0xde1 1",  # GL_TEXTURE_2D, read-only
+        f"cuGraphicsGLRegisterImage {ctx} 6 0xde1 1",
+        f"cuCtxPopCurrent {ctx}",
+        f"cuCtxPushCurrent {ctx} 0x1001",
+        f"cuGraphicsMapResources {ctx} 2 0x2006 0x2005 stream=0x5555",  # one map for both targets
+        *mapped,
+        f"cuGraphicsUnmapResources {ctx} 2 0x2006 0x2005 stream=0x5555",
+        f"cuCtxPopCurrent {ctx}",
+        f"cuCtxPushCurrent {ctx} 0x1001",
+        f"cuGraphicsMapResources {ctx} 1 0x2005 0 stream=0x5555",
+        f"cuGraphicsSubResourceGetMappedArray {ctx} 0x2005 0 0",
+        f"cuMemcpy2DAsync {ctx} src=3,0x3005,x=0,y=0 dst=2,{ptr0},pitch=48 size=48x4 stream=0x5555",
+        f"cuGraphicsUnmapResources {ctx} 1 0x2005 0 stream=0x5555",  # unmapped although the copy failed
+        f"cuCtxPopCurrent {ctx}",
+        f"cuCtxPushCurrent {ctx} 0x1001",
+        f"cuGraphicsUnregisterResource {ctx} 0x2005",
+        f"cuGraphicsUnregisterResource {ctx} 0x2006",
+        f"cuCtxPopCurrent {ctx}",
+        f"cuCtxPushCurrent {ctx} 0x1001",
+        f"cuGraphicsGLRegisterImage {ctx} 9 0xde1 1",
+        f"cuCtxPopCurrent {ctx}",
+        f"cuCtxPushCurrent {ctx} 0x1001",
+        f"cuLaunchKernel {ctx} 0x5000 grid=1,1,1 block=256,1,1 shared=0 stream=0x5555 p=0x1,2 n=3",
+        "cuInit ctx=0x1001",
+        "cuDeviceGet ctx=0x1001 1",
+    ]
+    assert "copy error: CUDA-GL interop on cuda:1 (copy) failed: CUDA_ERROR_INVALID_VALUE (1)" in out
+    assert "A GL error was pending: GL_INVALID_OPERATION" in out
+    assert "register error: CUDA-GL interop on cuda:1 (registering) failed: CUDA_ERROR_INVALID_GRAPHICS_CONTEXT" in out
+    assert "pci 0000:0B:00.0" in out
