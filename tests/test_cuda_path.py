@@ -146,6 +146,76 @@ def test_pci_bus_id_from_sysfs(tmp_path):
     assert egl.pci_bus_id_of_drm(None, tmp_path / "drm") is None
 
 
+FAKE_LIBEGL = r"""
+#include <string.h>
+extern "C" {
+typedef void* Dev;
+static int devs[3];  // their addresses serve as device handles
+static int last_error = 0x3000;
+int eglGetError() { int e = last_error; last_error = 0x3000; return e; }
+const char* eglQueryString(void* dpy, int name) {
+    return dpy == 0 && name == 0x3055 ? "EGL_EXT_device_enumeration" : 0;
+}
+unsigned eglQueryDevicesEXT(int max, Dev* out, int* count) {
+    if (out) for (int i = 0; i < max && i < 3; ++i) out[i] = &devs[i];
+    *count = out ? (max < 3 ? max : 3) : 3;
+    return 1;
+}
+const char* eglQueryDeviceStringEXT(Dev d, int name) {
+    int i = (int*)d - devs;
+    if (name == 0x3055) return i == 0 ? "EGL_MESA_device_software EGL_EXT_device_drm_render_node"
+                                      : "EGL_NV_device_cuda EGL_EXT_device_drm";
+    if (name == 0x3233 && i > 0) return i == 1 ? "/dev/dri/card-glrast-test1" : "/dev/dri/card-glrast-test2";
+    last_error = 0x300C;  // EGL_BAD_PARAMETER
+    return 0;
+}
+unsigned eglQueryDeviceAttribEXT(Dev d, int name, long* value) {
+    int i = (int*)d - devs;
+    if (name != 0x323A || i != 2) { last_error = 0x3004; return 0; }  // only device 2 is visible to CUDA
+    *value = 0;
+    return 1;
+}
+void* eglGetProcAddress(const char* name) {
+    if (!strcmp(name, "eglQueryDevicesEXT")) return (void*)eglQueryDevicesEXT;
+    if (!strcmp(name, "eglQueryDeviceStringEXT")) return (void*)eglQueryDeviceStringEXT;
+    if (!strcmp(name, "eglQueryDeviceAttribEXT")) return (void*)eglQueryDeviceAttribEXT;
+    return 0;
+}
+}
+"""
+
+
+def test_device_queries_against_a_stand_in_libegl(tmp_path, monkeypatch):
+    """query_devices' ctypes calls (handles, strings, EGLAttrib out-values) against a fake libEGL
+    with Mesa's software device and two NVIDIA devices, one hidden from CUDA."""
+    (tmp_path / "egl.cpp").write_text(FAKE_LIBEGL)
+    lib = tmp_path / "libEGL-fake.so"
+    build = subprocess.run(
+        [kernels.host_compiler()[0], "-shared", "-fPIC", "-o", str(lib), str(tmp_path / "egl.cpp")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert build.returncode == 0, build.stderr
+    monkeypatch.setenv(egl.LIBEGL_ENV, str(lib))
+    monkeypatch.delenv(egl.DEVICE_INDEX_ENV, raising=False)
+    egl._egl.cache_clear()
+    try:
+        assert egl.client_extensions() == ["EGL_EXT_device_enumeration"]
+        devices = egl.query_devices()
+        monkeypatch.setattr(egl, "cuda_pci_bus_id", lambda index: None)
+        chosen = egl.egl_device_for_cuda(0)
+    finally:
+        egl._egl.cache_clear()
+    nvidia = ("EGL_NV_device_cuda", "EGL_EXT_device_drm")
+    assert devices == [
+        egl.EglDevice(0, ("EGL_MESA_device_software", "EGL_EXT_device_drm_render_node"), None, None, None),
+        egl.EglDevice(1, nvidia, None, "/dev/dri/card-glrast-test1", None),
+        egl.EglDevice(2, nvidia, 0, "/dev/dri/card-glrast-test2", None),
+    ]
+    assert chosen == 2
+
+
 def test_real_device_list():
     devices = egl.query_devices()
     assert [d.index for d in devices] == list(range(len(devices)))
