@@ -32,6 +32,7 @@ struct TextureParams {
     float* grad_bias;        // backward: like bias, or null
     i64 level_offset[TEX_MAX_LEVELS];  // first float of level k in pyr (k >= 1)
     i64 pixels_per_image;    // H * W
+    int image_width;         // W
     int tex_batch;           // Nt: 1 broadcasts over the N images
     int height, width;       // level 0 size (a cube face is height x height)
     int channels;            // C
@@ -72,6 +73,14 @@ GLRAST_HD int cube_face(const float d[3]) {
 
 GLRAST_HD int clamp_int(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
+// floor of a float known to lie well inside the int range (texel coordinates and
+// levels here are bounded); cheaper than floorf where the host build has no
+// SSE4.1 rounding instruction.
+GLRAST_HD int floor_int(float x) {
+    int i = (int)x;
+    return (float)i > x ? i - 1 : i;
+}
+
 // Offset (in floats, within one image of a cube level of side n) of texel
 // (ix, iy) of `face`, where at most one of ix, iy may lie one step off the
 // face: such a texel is the edge texel of the adjacent face that touches it.
@@ -90,8 +99,8 @@ GLRAST_HD i64 cube_texel(int face, int ix, int iy, int n, int channels) {
         face = cube_face(d);
         FaceAxes b = face_axes(face);
         float ma = b.sm * d[b.m];
-        ix = clamp_int((int)floorf((b.ss * d[b.s] / ma + 1.f) * 0.5f * n), 0, n - 1);
-        iy = clamp_int((int)floorf((b.st * d[b.t] / ma + 1.f) * 0.5f * n), 0, n - 1);
+        ix = clamp_int(floor_int((b.ss * d[b.s] / ma + 1.f) * 0.5f * n), 0, n - 1);
+        iy = clamp_int(floor_int((b.st * d[b.t] / ma + 1.f) * 0.5f * n), 0, n - 1);
     }
     return (((i64)face * n + iy) * n + ix) * channels;
 }
@@ -184,7 +193,7 @@ GLRAST_HD Lookup lookup(const TextureParams& p, i64 i) {
     L.interior = level > 0.f && level < (float)last;
     if (!(level > 0.f)) level = 0.f;  // also maps NaN to level 0
     if (level > (float)last) level = (float)last;
-    L.lv0 = (int)floorf(level);
+    L.lv0 = floor_int(level);
     if (L.lv0 > last) L.lv0 = last;
     if (p.filter == FILTER_MIP_LINEAR && L.lv0 < last) {
         L.lv1 = L.lv0 + 1;
@@ -232,12 +241,12 @@ GLRAST_HD Taps taps(const TextureParams& p, const Lookup& L, int k) {
         q.w[0] = 1.f;
         for (int j = 1; j < 4; ++j) { q.w[j] = 0.f; q.addr[j] = -1; }
         if (cube) {
-            int ix = clamp_int((int)floorf(L.s * q.lw), 0, q.lw - 1);
-            int iy = clamp_int((int)floorf(L.t * q.lh), 0, q.lh - 1);
+            int ix = clamp_int(floor_int(L.s * q.lw), 0, q.lw - 1);
+            int iy = clamp_int(floor_int(L.t * q.lh), 0, q.lh - 1);
             q.addr[0] = cube_texel(L.face, ix, iy, q.lw, C);
         } else {
-            int ix = boundary_index((int)floorf(texel_coord(L.s, q.lw, p.boundary, 0.f)), q.lw, p.boundary);
-            int iy = boundary_index((int)floorf(texel_coord(L.t, q.lh, p.boundary, 0.f)), q.lh, p.boundary);
+            int ix = boundary_index(floor_int(texel_coord(L.s, q.lw, p.boundary, 0.f)), q.lw, p.boundary);
+            int iy = boundary_index(floor_int(texel_coord(L.t, q.lh, p.boundary, 0.f)), q.lh, p.boundary);
             q.addr[0] = (ix < 0 || iy < 0) ? -1 : ((i64)iy * q.lw + ix) * C;
         }
         return q;
@@ -250,14 +259,13 @@ GLRAST_HD Taps taps(const TextureParams& p, const Lookup& L, int k) {
         x = texel_coord(L.s, q.lw, p.boundary, 0.5f);
         y = texel_coord(L.t, q.lh, p.boundary, 0.5f);
     }
-    float x0 = floorf(x), y0 = floorf(y);
-    q.fx = x - x0;
-    q.fy = y - y0;
+    int ix0 = floor_int(x), iy0 = floor_int(y);
+    q.fx = x - (float)ix0;
+    q.fy = y - (float)iy0;
     q.w[0] = (1.f - q.fx) * (1.f - q.fy);
     q.w[1] = q.fx * (1.f - q.fy);
     q.w[2] = (1.f - q.fx) * q.fy;
     q.w[3] = q.fx * q.fy;
-    int ix0 = (int)x0, iy0 = (int)y0;
     for (int j = 0; j < 4; ++j) {
         int ix = ix0 + (j & 1), iy = iy0 + (j >> 1);
         if (cube) {
@@ -296,23 +304,48 @@ GLRAST_HD void fetch(const Taps& q, const float* img, int c, float v[4]) {
     if (q.missing >= 0) v[q.missing] = sum * (1.f / 3.f);
 }
 
+// Threads walk each image in bands of 8 rows, column by column within a band,
+// so that neighbouring threads look up neighbouring pixels: coherent texture
+// coordinates then share cache lines instead of sweeping whole texture rows.
+GLRAST_HD i64 band_pixel(const TextureParams& p, i64 t) {
+    i64 image = t / p.pixels_per_image;
+    int r = (int)(t - image * p.pixels_per_image);
+    int W = p.image_width, band_pixels = 8 * W;
+    int band = r / band_pixels, within = r - band * band_pixels;
+    int rows = (int)(p.pixels_per_image / W) - 8 * band;
+    if (rows > 8) rows = 8;
+    int col = within / rows;
+    return image * p.pixels_per_image + (i64)(8 * band + within - col * rows) * W + col;
+}
+
 GLRAST_KERNEL(texture_fwd, TextureParams) {
+    i = band_pixel(p, i);
     int C = p.channels;
     float* out = p.out + i * C;
-    for (int c = 0; c < C; ++c) out[c] = 0.f;
     Lookup L = lookup(p, i);
-    if (!L.valid) return;
-    for (int pass = 0; pass < 2; ++pass) {
+    if (!L.valid) {
+        for (int c = 0; c < C; ++c) out[c] = 0.f;
+        return;
+    }
+    // One level, or two blended by frac (a zero weight needs no fetch).
+    int passes = L.lv1 >= 0 && L.frac > 0.f ? 2 : 1;
+    float wl[2] = {1.f - L.frac, L.frac};
+    Taps q[2];
+    const float* img[2];
+    for (int pass = 0; pass < passes; ++pass) {
         int k = pass == 0 ? L.lv0 : L.lv1;
-        float wl = pass == 0 ? 1.f - L.frac : L.frac;
-        if (k < 0 || wl == 0.f) continue;
-        Taps q = taps(p, L, k);
-        const float* img = (k == 0 ? p.tex : p.pyr + level_start(p, k)) + image_offset(p, k, i);
-        for (int c = 0; c < C; ++c) {
+        q[pass] = taps(p, L, k);
+        img[pass] = (k == 0 ? p.tex : p.pyr + level_start(p, k)) + image_offset(p, k, i);
+    }
+    for (int c = 0; c < C; ++c) {
+        float acc = 0.f;
+        for (int pass = 0; pass < passes; ++pass) {
             float v[4];
-            fetch(q, img, c, v);
-            out[c] += wl * (q.w[0] * v[0] + q.w[1] * v[1] + q.w[2] * v[2] + q.w[3] * v[3]);
+            fetch(q[pass], img[pass], c, v);
+            const float* w = q[pass].w;
+            acc += wl[pass] * (w[0] * v[0] + w[1] * v[1] + w[2] * v[2] + w[3] * v[3]);
         }
+        out[c] = acc;
     }
 }
 
@@ -338,6 +371,7 @@ GLRAST_HD void lod_jacobian_grad(const Lookup& L, float g_level, float gJ[4]) {
 }
 
 GLRAST_KERNEL(texture_bwd, TextureParams) {
+    i = band_pixel(p, i);
     int C = p.channels;
     bool cube = p.boundary == BOUNDARY_CUBE;
     int uv_dims = cube ? 3 : 2, da_dims = cube ? 6 : 4;
