@@ -29,12 +29,20 @@ def resolve_device(device: Any) -> torch.device:
     return dev
 
 
-def _create_egl_context(device: torch.device) -> moderngl.Context:
-    kwargs: dict[str, Any] = {"standalone": True, "backend": "egl", "require": 430}
-    if device.type == "cuda":
-        from .egl import egl_device_for_cuda
+def _egl_device(device: torch.device) -> int | None:
+    """The EGL device for `device`: the GPU matching a CUDA device (see egl.py),
+    None for the CPU (glcontext's default device, Mesa's software renderer)."""
+    if device.type != "cuda":
+        return None
+    from .egl import egl_device_for_cuda
 
-        kwargs["device_index"] = egl_device_for_cuda(device.index)
+    return egl_device_for_cuda(device.index)
+
+
+def _create_egl_context(device_index: int | None) -> moderngl.Context:
+    kwargs: dict[str, Any] = {"standalone": True, "backend": "egl", "require": 430}
+    if device_index is not None:
+        kwargs["device_index"] = device_index
     try:
         return moderngl.create_context(**kwargs)
     except Exception as e:  # glcontext raises bare Exceptions with the EGL call that failed
@@ -74,7 +82,8 @@ class RasterizeGLContext:
         self.device = resolve_device(device)
         self._thread = threading.get_ident()
         self._owns_gl = gl_context is None
-        self.gl = gl_context if gl_context is not None else _create_egl_context(self.device)
+        self.egl_device = _egl_device(self.device) if gl_context is None else None
+        self.gl = gl_context if gl_context is not None else _create_egl_context(self.egl_device)
         self._pipeline: Any = None
         self.active_peeler: Any = None
         limits = self.gl.info
@@ -86,13 +95,16 @@ class RasterizeGLContext:
     # -- information ---------------------------------------------------------
     @property
     def info(self) -> dict[str, Any]:
-        """GL vendor, renderer and version, and the torch device served."""
+        """GL vendor, renderer and version, the torch device served and, for CUDA,
+        the EGL device index it was matched to (None: the default EGL device or a
+        wrapped ModernGL context)."""
         gl = self.gl.info
         return {
             "vendor": gl["GL_VENDOR"],
             "renderer": gl["GL_RENDERER"],
             "version": gl["GL_VERSION"],
             "device": str(self.device),
+            "egl_device": self.egl_device,
             "max_resolution": self.max_resolution,
         }
 

@@ -123,6 +123,22 @@ def test_egl_device_for_cuda_wiring(monkeypatch):
         egl.egl_device_for_cuda(0)
 
 
+def test_context_opens_the_matched_egl_device(monkeypatch):
+    # A CUDA context is opened on the EGL device its CUDA ordinal maps to (here the only
+    # device, standing in for an NVIDIA one), and says which in `info`.
+    monkeypatch.setattr(egl, "query_devices", lambda: [nv(0, 3)])
+    monkeypatch.setattr(egl, "cuda_pci_bus_id", lambda index: None)
+    monkeypatch.delenv(egl.DEVICE_INDEX_ENV, raising=False)
+    with dr.RasterizeGLContext(device="cuda:3") as ctx:
+        assert ctx.egl_device == 0
+        assert ctx.info["egl_device"] == 0 and ctx.info["device"] == "cuda:3"
+    monkeypatch.setattr(egl, "query_devices", lambda: [mesa(0)])
+    with pytest.raises(RuntimeError, match="no EGL device for CUDA device 3"):
+        dr.RasterizeGLContext(device="cuda:3")
+    with dr.RasterizeGLContext(device="cpu") as ctx:
+        assert ctx.info["egl_device"] is None
+
+
 def test_egl_unavailable_is_reported(monkeypatch):
     def broken():
         raise egl.EglUnavailableError("cannot load libEGL.so.1")
