@@ -191,7 +191,9 @@ def _gl_facts(egl_facts: dict[str, Any], torch_facts: dict[str, Any]) -> dict[st
         except Exception as e:
             match["error"] = str(e)
         cuda_matches.append(match)
-    return {"cpu_device_index": 0, "contexts": contexts, "cuda_matches": cuda_matches}
+    # CPU contexts take glcontext's default device: 0, or $GLCONTEXT_DEVICE_INDEX.
+    cpu_index = int(override) if override is not None and override.strip().isdigit() else 0
+    return {"cpu_device_index": cpu_index, "contexts": contexts, "cuda_matches": cuda_matches}
 
 
 def egl_device_match(egl_facts: dict[str, Any], cuda_index: int, pci_bus_id: str | None) -> int:
@@ -342,13 +344,16 @@ def _egl_problems(r: dict[str, Any]) -> list[dict[str, str]]:
 
 def _gl_problems(r: dict[str, Any]) -> list[dict[str, str]]:
     found = []
+    for_cuda = {m["egl_device"] for m in r["gl"]["cuda_matches"]}
     for ctx in r["gl"]["contexts"]:
         idx = ctx["device_index"]
         used_for_cpu = idx == r["gl"]["cpu_device_index"]
+        # A device glrast does not use (e.g. Mesa's view of an NVIDIA card) only gets a note.
+        severity = "error" if used_for_cpu or idx in for_cuda else "note"
         if "error" in ctx:
             found.append(
                 _problem(
-                    "error" if used_for_cpu else "warning",
+                    severity,
                     f"no OpenGL context on EGL device {idx}{' (used for CPU tensors)' if used_for_cpu else ''}: "
                     f"{ctx['error']}",
                     "for Mesa: `apt-get install libgl1-mesa-dri libegl-mesa0`; for NVIDIA: matching versions of the "
@@ -359,7 +364,7 @@ def _gl_problems(r: dict[str, Any]) -> list[dict[str, str]]:
         if ctx["version_code"] < MIN_GL_VERSION:
             found.append(
                 _problem(
-                    "error" if used_for_cpu else "warning",
+                    severity,
                     f"EGL device {idx} gives OpenGL {ctx['version']}; glrast needs 4.3 or newer",
                     "update Mesa (20.0 or newer gives 4.5 on llvmpipe) or the NVIDIA driver",
                 )
@@ -564,9 +569,9 @@ def format_report(report: dict[str, Any]) -> str:
             if m["error"] is None
             else f"  cuda:{m['cuda']} -> none"
         )
-    c = r["cuda"]
-    drv, nv = c["driver"], c["nvrtc"]
-    add(f"CUDA: cuda-bindings {c['bindings_version'] or 'not installed'}")
+    cuda = r["cuda"]
+    drv, nv = cuda["driver"], cuda["nvrtc"]
+    add(f"CUDA: cuda-bindings {cuda['bindings_version'] or 'not installed'}")
     add(
         f"  driver: CUDA {drv['version']}, {drv['device_count']} device(s)"
         if drv["loaded"]
@@ -577,7 +582,7 @@ def format_report(report: dict[str, Any]) -> str:
         if nv["loaded"]
         else f"  NVRTC: not loaded ({nv['error']})"
     )
-    for tgt in c["targets"]:
+    for tgt in cuda["targets"]:
         if "error" not in tgt:
             add(f"  cuda:{tgt['cuda']} kernels: {tgt['target']} for sm_{tgt['arch']}")
     comp = r["compiler"]

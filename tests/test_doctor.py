@@ -290,3 +290,12 @@ def test_gpu_nvrtc_rules():
     no_compiler = with_gpu(healthy_cpu())
     no_compiler["compiler"].update(path=None, works=False)
     assert _gpu_problem(no_compiler, "no C++ compiler")["severity"] == "warning"  # CUDA tensors still work
+
+
+def test_unused_device_failures_are_notes():
+    facts = with_gpu(healthy_cpu())  # cuda:0 is EGL device 1
+    unused = {"device_index": 2, "error": "Exception: eglInitialize failed (0x3001)"}
+    facts["gl"]["contexts"] += [{**facts["gl"]["contexts"][0], "device_index": 1}, unused]
+    assert [p["severity"] for p in diagnose(facts)] == ["note"]
+    facts["gl"]["contexts"][1] = {"device_index": 1, "error": "Exception: eglInitialize failed (0x3001)"}
+    assert _gpu_problem(facts, "no OpenGL context on EGL device 1")["severity"] == "error"
