@@ -308,6 +308,7 @@ GLRAST_HD void fetch(const Taps& q, const float* img, int c, float v[4]) {
 // so that neighbouring threads look up neighbouring pixels: coherent texture
 // coordinates then share cache lines instead of sweeping whole texture rows.
 GLRAST_HD i64 band_pixel(const TextureParams& p, i64 t) {
+    if (p.pixels_per_image > 0x7fffffff) return t;  // the int arithmetic below would overflow: row order
     i64 image = t / p.pixels_per_image;
     int r = (int)(t - image * p.pixels_per_image);
     int W = p.image_width, band_pixels = 8 * W;

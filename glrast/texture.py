@@ -150,26 +150,26 @@ def _level_view(base: torch.Tensor, packed: torch.Tensor, shapes: Sequence[tuple
     return packed[starts[k] : starts[k + 1]]
 
 
+def _mip_kernel(kernel: str, base: torch.Tensor, packed: torch.Tensor, shapes: Sequence[tuple], levels) -> None:
+    """Run mip_down or mip_down_grad between each level k in `levels` and the level below it."""
+    mod = kernels.module("texture", base.device)
+    all_shapes = [tuple(base.shape), *shapes]
+    for k in levels:
+        fine = _level_view(base, packed, shapes, k - 1)
+        coarse = _level_view(base, packed, shapes, k)
+        mod.launch(kernel, _mip_params(fine, coarse, all_shapes[k - 1], all_shapes[k]), _texels(all_shapes[k]))
+
+
 def _build_pyramid(tex: torch.Tensor, shapes: Sequence[tuple]) -> torch.Tensor:
-    """Levels 1..len(shapes) of `tex`, packed (each computed from the one below by mip_down)."""
+    """Levels 1..len(shapes) of `tex`, packed, each computed from the one below."""
     packed = torch.empty(_offsets(shapes)[-1], dtype=tex.dtype, device=tex.device)
-    mod = kernels.module("texture", tex.device)
-    all_shapes = [tuple(tex.shape), *shapes]
-    for k in range(1, len(shapes) + 1):
-        fine = _level_view(tex, packed, shapes, k - 1)
-        coarse = _level_view(tex, packed, shapes, k)
-        mod.launch("mip_down", _mip_params(fine, coarse, all_shapes[k - 1], all_shapes[k]), _texels(all_shapes[k]))
+    _mip_kernel("mip_down", tex, packed, shapes, range(1, len(shapes) + 1))
     return packed
 
 
 def _pyramid_grad_to_base(grad_tex: torch.Tensor, grad_packed: torch.Tensor, shapes: Sequence[tuple]) -> None:
     """Add the gradients of levels last..1 into the level below, ending in grad_tex (in place)."""
-    mod = kernels.module("texture", grad_tex.device)
-    all_shapes = [tuple(grad_tex.shape), *shapes]
-    for k in range(len(shapes), 0, -1):
-        fine = _level_view(grad_tex, grad_packed, shapes, k - 1)
-        coarse = _level_view(grad_tex, grad_packed, shapes, k)
-        mod.launch("mip_down_grad", _mip_params(fine, coarse, all_shapes[k - 1], all_shapes[k]), _texels(all_shapes[k]))
+    _mip_kernel("mip_down_grad", grad_tex, grad_packed, shapes, range(len(shapes), 0, -1))
 
 
 class TextureMip:
