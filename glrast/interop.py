@@ -66,11 +66,15 @@ class CudaTargets:
         self._driver = driver
         self.resources: list[Any] = []
         flags = driver.CUgraphicsRegisterFlags.CU_GRAPHICS_REGISTER_FLAGS_READ_ONLY
-        with kernels.cuda_context(device):
-            for tex in textures:
-                self.resources.append(
-                    self._check(driver.cuGraphicsGLRegisterImage(tex.glo, GL_TEXTURE_2D, flags), "registering")
-                )
+        try:
+            with kernels.cuda_context(device):
+                for tex in textures:
+                    self.resources.append(
+                        self._check(driver.cuGraphicsGLRegisterImage(tex.glo, GL_TEXTURE_2D, flags), "registering")
+                    )
+        except BaseException:
+            self.release()  # leave no texture registered behind a half-made set
+            raise
 
     def _check(self, result: tuple, what: str):
         if int(result[0]) != 0:

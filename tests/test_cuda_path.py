@@ -482,6 +482,7 @@ static __thread u64 stack[16];
 static __thread int depth;
 static char fail_name[64];
 static CUresult fail_code;
+static int fail_skip;
 static FILE* out() {
     static FILE* f;
     if (!f) { f = fopen(getenv("FAKE_CUDA_LOG"), "w"); setvbuf(f, NULL, _IOLBF, 0); }
@@ -491,10 +492,15 @@ static CUresult call(const char* name, const char* fmt, ...) {
     fprintf(out(), "%s ctx=%#llx", name, depth ? stack[depth - 1] : 0ULL);
     va_list ap; va_start(ap, fmt); vfprintf(out(), fmt, ap); va_end(ap);
     fputc('\n', out());
-    if (strcmp(name, fail_name) == 0) { fail_name[0] = 0; return fail_code; }
+    if (strcmp(name, fail_name) == 0 && fail_skip-- == 0) { fail_name[0] = 0; return fail_code; }
     return 0;
 }
-void fake_fail(const char* name, int code) { strncpy(fail_name, name, 63); fail_code = code; }
+// The call `name` after `skip` successful ones returns `code`.
+void fake_fail(const char* name, int code, int skip) {
+    strncpy(fail_name, name, 63);
+    fail_code = code;
+    fail_skip = skip;
+}
 CUresult cuDriverGetVersion(int* v) { *v = 13000; return 0; }
 CUresult cuGetProcAddress_v2(const char* sym, void** pfn, int, u64, int* status) {
     *pfn = dlsym(RTLD_DEFAULT, sym);
@@ -577,18 +583,18 @@ targets = interop.CudaTargets(gl, [types.SimpleNamespace(glo=5), types.SimpleNam
 out0, out1 = torch.empty(4, 3, 4), torch.empty(4, 3, 4)
 targets.copy([(1, out1), (0, out0)], (2, 3, 3, 4))
 print("ptrs", hex(out1.data_ptr()), hex(out0.data_ptr()))
-fake.fake_fail(b"cuMemcpy2DAsync", 1)
+fake.fake_fail(b"cuMemcpy2DAsync", 1, 0)
 gl.error = "GL_INVALID_OPERATION"
 try:
     targets.copy([(0, out0)], (0, 0, 3, 4))
 except kernels.CudaError as e:
     print("copy error:", e)
-fake.fake_fail(b"cuGraphicsUnregisterResource", 4)  # CUDA_ERROR_DEINITIALIZED: ignored at shutdown
+fake.fake_fail(b"cuGraphicsUnregisterResource", 4, 0)  # CUDA_ERROR_DEINITIALIZED: ignored at shutdown
 targets.release()
 targets.release()  # idempotent
-fake.fake_fail(b"cuGraphicsGLRegisterImage", 219)
+fake.fake_fail(b"cuGraphicsGLRegisterImage", 219, 1)
 try:
-    interop.CudaTargets(gl, [types.SimpleNamespace(glo=9)], dev)
+    interop.CudaTargets(gl, [types.SimpleNamespace(glo=9), types.SimpleNamespace(glo=8)], dev)
 except kernels.CudaError as e:
     print("register error:", e)
 from cuda.bindings import driver
@@ -670,6 +676,10 @@ def test_driver_calls_against_a_stand_in_libcuda(tmp_path, monkeypatch):
         f"cuCtxPopCurrent {ctx}",
         f"cuCtxPushCurrent {ctx} 0x1001",
         f"cuGraphicsGLRegisterImage {ctx} 9 0xde1 1",
+        f"cuGraphicsGLRegisterImage {ctx} 8 0xde1 1",  # fails: the first is unregistered again
+        f"cuCtxPopCurrent {ctx}",
+        f"cuCtxPushCurrent {ctx} 0x1001",
+        f"cuGraphicsUnregisterResource {ctx} 0x2009",
         f"cuCtxPopCurrent {ctx}",
         f"cuCtxPushCurrent {ctx} 0x1001",
         f"cuLaunchKernel {ctx} 0x5000 grid=1,1,1 block=256,1,1 shared=0 stream=0x5555 p=0x1,2 n=3",
