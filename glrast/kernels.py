@@ -175,8 +175,8 @@ CUDA_ERROR_HINTS: dict[str, str] = {
     "(Mesa GL, WSL, or a remote display)",
     "CUDA_ERROR_INVALID_HANDLE": "a stale handle: the GL texture was released or reallocated while registered, or a "
     "module is used after its context went away",
-    "CUDA_ERROR_INVALID_VALUE": "invalid argument: a GL error may be pending, the texture format is not "
-    "registrable, or the copy exceeds the texture",
+    "CUDA_ERROR_INVALID_VALUE": "invalid argument; in GL interop: a GL error may be pending, the texture format "
+    "cannot be registered, or the copy reaches outside the texture",
     "CUDA_ERROR_ALREADY_MAPPED": "the render target is still mapped (an earlier copy failed half-way)",
     "CUDA_ERROR_NOT_MAPPED": "the render target is not mapped for CUDA",
     "CUDA_ERROR_NOT_MAPPED_AS_ARRAY": "the GL object is not a texture (a buffer cannot be read as an array)",
