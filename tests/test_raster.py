@@ -391,3 +391,18 @@ def test_invalid_types_and_devices(cpu_glctx):
         dr.rasterize(glctx, torch.zeros(1, 3, 4), tri.to("meta"), (4, 4))
     with pytest.raises(ValueError, match="mode must be one of"):
         dr.RasterizeGLContext(mode="auto")
+
+
+def test_reused_and_modified_inputs_are_uploaded_correctly(glctx, device):
+    """The same tri tensor skips its upload; an in-place change must still be seen."""
+    h, w = 8, 8
+    pos = torch.cat([screen_triangle([(0, 0), (8, 0), (0, 8)], h, w), screen_triangle([(8, 8), (0, 8), (8, 0)], h, w)])
+    pos = pos[None].to(device)
+    tri = tri_tensor([[0, 1, 2]], device)
+    first, _ = dr.rasterize(glctx, pos, tri, (h, w))
+    tri[0] = torch.tensor([3, 4, 5])
+    second, _ = dr.rasterize(glctx, pos, tri, (h, w))
+    pos[0, 3:, 0] += 100.0  # moves the second triangle off screen, in place
+    third, _ = dr.rasterize(glctx, pos, tri, (h, w))
+    covered = [(r[..., 3] > 0).sum().item() for r in (first, second, third)]
+    assert covered[0] == 28 and covered[1] >= 28 and covered[2] == 0
