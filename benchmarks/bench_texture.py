@@ -14,6 +14,7 @@ mip level is log2(1.3 * texture size / 1024) (0.4 and 2.4).
 
     python benchmarks/bench_texture.py            # CPU, and CUDA when available
     python benchmarks/bench_texture.py --quick    # fewer runs
+    python benchmarks/bench_texture.py --threads 1  # one CPU thread (steadier on a shared machine)
 """
 
 from __future__ import annotations
@@ -120,7 +121,10 @@ def main() -> None:
     parser.add_argument("--res", type=int, default=1024, help="lookups per side (default 1024)")
     parser.add_argument("--channels", type=int, default=4)
     parser.add_argument("--devices", default="cpu,cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (torch's and the kernels')")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)  # the host kernels run on torch's OpenMP runtime too
     runs = 3 if args.quick else args.runs
     # An empty kernel cache, so that the first call shows compilation time.
     os.environ["GLRAST_CACHE_DIR"] = tempfile.mkdtemp(prefix="glrast-bench-cache-")
