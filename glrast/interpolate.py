@@ -72,14 +72,17 @@ class _Interpolate(torch.autograd.Function):
         grad_rast = torch.empty_like(rast)
         use_da = diff_idx is not None and grad_da is not None
         grad_rast_db = torch.empty_like(rast_db) if use_da else None
+        # Kept in locals: the kernel only sees raw pointers, so the tensors must outlive the launch.
+        grad_out = grad_out.contiguous()
+        grad_da = grad_da.contiguous() if use_da else None
         params = _params(
             attr,
             rast,
             rast_db,
             tri,
             diff_idx,
-            grad_out=grad_out.contiguous(),
-            grad_da=grad_da.contiguous() if use_da else None,
+            grad_out=grad_out,
+            grad_da=grad_da,
             grad_attr=grad_attr,
             grad_rast=grad_rast,
             grad_rast_db=grad_rast_db,

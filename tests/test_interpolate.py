@@ -175,3 +175,16 @@ def test_invalid_arguments(case, error, match):
         tri = tri.to("meta")
     with pytest.raises(error, match=match):
         dr.interpolate(attr, rast, tri, **kwargs)
+
+
+def test_backward_of_a_plain_sum(glctx, device):
+    """out.sum() hands backward a stride-0 gradient, made contiguous for the kernel."""
+    pos, tri, rast, _ = render(glctx, device, num_images=2, res=(96, 128))
+    attr = torch.randn(30, 3, device=device, requires_grad=True)
+    out, _ = dr.interpolate(attr, rast, tri.to(device))
+    out.sum().backward()
+    ids = dr.triangle_index(rast.cpu())
+    attr_ref = attr.detach().cpu().double().requires_grad_(True)
+    out_ref, _ = ref.interpolate(attr_ref, rast.cpu()[..., :2].double(), None, tri, ids)
+    out_ref.sum().backward()
+    torch.testing.assert_close(attr.grad.cpu().double(), attr_ref.grad, atol=1e-3, rtol=1e-4)
