@@ -5,6 +5,7 @@ Drop-in for ``import nvdiffrast.torch as dr``: ``import glrast as dr``.
 
 from ._log import get_log_level, set_log_level
 from ._version import __version__
+from .antialias import antialias, antialias_construct_topology_hash
 from .context import RasterizeCudaContext, RasterizeGLContext
 from .doctor import doctor
 from .interpolate import interpolate
@@ -16,6 +17,8 @@ __all__ = [
     "RasterizeCudaContext",
     "RasterizeGLContext",
     "__version__",
+    "antialias",
+    "antialias_construct_topology_hash",
     "doctor",
     "get_log_level",
     "interpolate",

@@ -1,0 +1,335 @@
+// antialias: analytic blending across silhouette edges (see glrast/antialias.py
+// for the formula), and the topology hash that tells silhouettes from interior edges.
+//
+// Topology hash: an open-addressing table (linear probing, power-of-two
+// capacity) with one entry per (undirected edge, triangle): key = lo << 32 | hi
+// for the edge's vertex indices lo < hi, value = the triangle. Entries of one
+// edge sit in one probe chain, so a lookup walks the chain from the key's home
+// slot up to the first empty slot and sees every triangle on the edge (any
+// number of them: non-manifold meshes need no special case).
+//
+// Pixel pairs: pair (pixel, axis) joins the pixel with its neighbour at column
+// + 1 (axis 0) or row + 1 (axis 1). antialias_pairs decides each pair once and
+// records it (blend amount and direction, silhouette edge); antialias_blend and
+// antialias_grad_color gather, per pixel, the records of the (up to) four pairs
+// it belongs to, so no two threads write one output; antialias_grad_pos
+// scatters per pair onto pos with atomics.
+#include "common.h"
+
+#define AA_EMPTY_KEY 0xFFFFFFFFFFFFFFFFull
+
+struct HashParams {
+    const int* tri;   // [T, 3]
+    u64* keys;        // [capacity], AA_EMPTY_KEY-initialised
+    int* tris;        // [capacity]
+    i64 mask;         // capacity - 1
+};
+
+struct AntialiasParams {
+    const float* color;      // [N, H, W, C]
+    const float* rast;       // [N, H, W, 4]
+    const float* pos;        // [N, V, 4] (instanced) or [V, 4] (range mode)
+    const int* tri;          // [T, 3]
+    const u64* keys;         // topology hash
+    const int* tris;
+    float* alpha;            // [N, H, W, 2] per pair: +a blends the pixel towards its neighbour, -a the reverse
+    int* edge;               // [N, H, W, 2, 2] per pair: the silhouette edge's vertex indices, -1 if none
+    float* out;              // [N, H, W, C]
+    const float* grad_out;   // backward: [N, H, W, C]
+    float* grad_color;       // backward: [N, H, W, C]
+    float* grad_pos;         // backward: like pos, zero-initialised
+    i64 mask;                // hash capacity - 1
+    int num_tris;
+    int height, width, channels;
+    int verts_per_image;     // V in instanced mode, 0 in range mode
+    float pos_gradient_boost;
+};
+
+// ---------------------------------------------------------------------------
+// Topology hash
+
+GLRAST_HD u64 edge_key(int a, int b) {
+    u64 lo = (u64)(a < b ? a : b), hi = (u64)(a < b ? b : a);
+    return lo << 32 | hi;
+}
+
+GLRAST_HD i64 edge_slot(u64 key, i64 mask) {  // splitmix64's finaliser: spreads consecutive indices
+    key ^= key >> 30; key *= 0xBF58476D1CE4E5B9ull;
+    key ^= key >> 27; key *= 0x94D049BB133111EBull;
+    key ^= key >> 31;
+    return (i64)(key & (u64)mask);
+}
+
+GLRAST_KERNEL(antialias_hash_build, HashParams) {
+    const int* v = p.tri + 3 * i;
+    for (int k = 0; k < 3; ++k) {
+        int a = v[k], b = v[k == 2 ? 0 : k + 1];
+        if (a == b) continue;  // a degenerate edge never crosses a pixel pair
+        u64 key = edge_key(a, b);
+        i64 s = edge_slot(key, p.mask);
+        // The table holds at most half its capacity, so a free slot is always found.
+        for (i64 probe = 0; probe <= p.mask; ++probe, s = (s + 1) & p.mask) {
+            if (atomic_cas_u64(p.keys + s, AA_EMPTY_KEY, key) == AA_EMPTY_KEY) {
+                p.tris[s] = (int)i;
+                break;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Geometry in homogeneous pixel coordinates relative to the owner pixel's centre c:
+// a vertex (x, y, z, w) becomes ((x + w) W/2 - w cx, (y + w) H/2 - w cy, w), whose
+// projection is the vertex's pixel position minus c. An edge's line is L = A x B;
+// L . (dx, dy, 1) is zero on the line, L.z is its value at c itself, and its
+// sign flips with the projection of w, so sides are compared as L . V * sign(w).
+
+struct V3 { float x, y, z; };
+
+GLRAST_HD V3 cross3(V3 a, V3 b) { return {a.y * b.z - a.z * b.y, a.z * b.x - a.x * b.z, a.x * b.y - a.y * b.x}; }
+GLRAST_HD float dot3(V3 a, V3 b) { return a.x * b.x + a.y * b.y + a.z * b.z; }
+
+GLRAST_HD V3 vertex_rel(const AntialiasParams& p, i64 vbase, int v, float cx, float cy) {
+    const float* q = p.pos + 4 * (vbase + v);
+    float w = q[3];
+    return {(q[0] + w) * (0.5f * p.width) - w * cx, (q[1] + w) * (0.5f * p.height) - w * cy, w};
+}
+
+GLRAST_HD float side(V3 line, V3 v) {
+    float s = dot3(line, v);
+    return v.z < 0.f ? -s : s;
+}
+
+// The segment from the owner pixel's centre (cx, cy) one pixel along the axis (step = +1 or -1).
+struct Segment {
+    float cx, cy, step;
+    int axis;
+    i64 vbase;  // the image's first vertex in pos
+};
+
+// Where an edge's line crosses the segment, as a fraction of it: L . (dc step, 0, 1) = 0 along x
+// (likewise along y). Outside [0, 1], or NaN for a line parallel to the segment: no crossing.
+GLRAST_HD float crossing(V3 line, const Segment& s) {
+    return -s.step * line.z / (s.axis == 0 ? line.x : line.y);
+}
+
+GLRAST_HD int tri_vertex(const AntialiasParams& p, int t, int k) { return p.tri[3 * (i64)t + k]; }
+
+// The triangle that continues the surface of t across its edge (a, b): of the other triangles
+// on the edge, the one of smallest id whose third vertex lies strictly on the other side of the
+// edge's line than t's (own_side); -1 if there is none, i.e. the edge is a silhouette.
+GLRAST_HD int continuation(const AntialiasParams& p, const Segment& seg, int t, int a, int b, V3 line,
+                           float own_side) {
+    u64 key = edge_key(a, b);
+    i64 s = edge_slot(key, p.mask);
+    int found = -1;
+    for (i64 probe = 0; probe <= p.mask; ++probe, s = (s + 1) & p.mask) {
+        u64 k = p.keys[s];
+        if (k == AA_EMPTY_KEY) break;
+        if (k != key) continue;
+        int u = p.tris[s];
+        if (u == t || (found >= 0 && u > found)) continue;
+        int third = -1;
+        for (int j = 0; j < 3; ++j) {
+            int v = tri_vertex(p, u, j);
+            if (v != a && v != b) third = v;
+        }
+        if (third < 0) continue;  // degenerate neighbour: lies on the edge
+        float other = side(line, vertex_rel(p, seg.vbase, third, seg.cx, seg.cy));
+        if ((own_side > 0.f && other < 0.f) || (own_side < 0.f && other > 0.f)) found = u;
+    }
+    return found;
+}
+
+// The silhouette edge (a, b) the segment crosses at dc, walking from triangle t (which holds
+// the segment's start) across edges where the surface continues; a = -1 if none is found.
+struct Hit {
+    int a, b;
+    float dc;
+};
+
+#define AA_MAX_WALK 32
+// How far (as a fraction of the segment) a crossing may lie outside where the walk expects it:
+// GL decides coverage with its own (snapped) arithmetic, so a pixel centre it covers can lie a
+// rounding error outside the triangle's edge line as computed here. Such crossings count, clamped.
+#define AA_TOLERANCE 0.0625f
+
+GLRAST_HD bool opposite_signs(float a, float b) { return (a > 0.f && b < 0.f) || (a < 0.f && b > 0.f); }
+
+GLRAST_HD Hit find_silhouette(const AntialiasParams& p, const Segment& seg, int t) {
+    const Hit none = {-1, -1, 0.f};
+    int ea = -1, eb = -1;  // the edge through which the walk entered t
+    float lo = 0.f;        // and where
+    for (int walk = 0; walk < AA_MAX_WALK; ++walk) {
+        int vi[3];
+        V3 v[3];
+        for (int k = 0; k < 3; ++k) {
+            vi[k] = tri_vertex(p, t, k);
+            v[k] = vertex_rel(p, seg.vbase, vi[k], seg.cx, seg.cy);
+        }
+        // The segment leaves t where it first crosses, from the inside out, one of its edge lines.
+        int best = -1;
+        float dc = 0.f, own_side = 0.f;
+        V3 line = {0.f, 0.f, 0.f};
+        for (int k = 0; k < 3; ++k) {
+            int k1 = k == 2 ? 0 : k + 1, k2 = k1 == 2 ? 0 : k1 + 1;
+            if ((vi[k] == ea && vi[k1] == eb) || (vi[k] == eb && vi[k1] == ea)) continue;
+            V3 l = cross3(v[k], v[k1]);
+            float inside = side(l, v[k2]);  // the sign of the line function on t's side
+            // leaving t's side: the line function changes by step * L[axis] from P to Q
+            if (!opposite_signs(inside, seg.step * (seg.axis == 0 ? l.x : l.y))) continue;
+            float d = crossing(l, seg);
+            if (best < 0 || d < dc) { best = k; dc = d; line = l; own_side = inside; }
+        }
+        // None, or the first crossing beyond Q: the segment ends inside t.
+        if (best < 0 || !(dc <= 1.f + AA_TOLERANCE) || !(dc >= lo - AA_TOLERANCE)) return none;
+        dc = fminf(fmaxf(dc, 0.f), 1.f);
+        int a = vi[best], b = vi[best == 2 ? 0 : best + 1];
+        int next = continuation(p, seg, t, a, b, line, own_side);
+        if (next < 0) {
+            float along = seg.axis == 0 ? line.x : line.y, across = seg.axis == 0 ? line.y : line.x;
+            if (fabsf(along) < fabsf(across)) return none;  // the edge runs more along the pair than across
+            return {a, b, dc};
+        }
+        t = next; ea = a; eb = b; lo = dc;
+    }
+    return none;
+}
+
+GLRAST_HD Segment segment_from(const AntialiasParams& p, i64 start, i64 end, int axis) {
+    i64 pix = start % ((i64)p.height * p.width);
+    int row = (int)(pix / p.width), col = (int)(pix - (i64)row * p.width);
+    return {col + 0.5f, row + 0.5f, end > start ? 1.f : -1.f, axis, start / ((i64)p.height * p.width) * p.verts_per_image};
+}
+
+// The pair's two pixels; false where the neighbour is outside the image.
+GLRAST_HD bool pair_pixels(const AntialiasParams& p, i64 i, i64* first, i64* second, int* axis) {
+    *axis = (int)(i & 1);
+    *first = i >> 1;
+    i64 pix = *first % ((i64)p.height * p.width);
+    int row = (int)(pix / p.width), col = (int)(pix - (i64)row * p.width);
+    if (*axis == 0 ? col + 1 >= p.width : row + 1 >= p.height) return false;
+    *second = *first + (*axis == 0 ? 1 : p.width);
+    return true;
+}
+
+// ---------------------------------------------------------------------------
+// Forward
+
+GLRAST_KERNEL(antialias_pairs, AntialiasParams) {
+    p.alpha[i] = 0.f;
+    p.edge[2 * i] = -1;
+    p.edge[2 * i + 1] = -1;
+    i64 first, second;
+    int axis;
+    if (!pair_pixels(p, i, &first, &second, &axis)) return;
+    const float* r1 = p.rast + 4 * first;
+    const float* r2 = p.rast + 4 * second;
+    int t1 = decode_triangle_id(r1[3]), t2 = decode_triangle_id(r2[3]);
+    if (t1 == t2 || t1 >= p.num_tris || t2 >= p.num_tris) return;
+    bool second_owns = t1 < 0 || (t2 >= 0 && r2[2] < r1[2]);
+    Segment seg = second_owns ? segment_from(p, second, first, axis) : segment_from(p, first, second, axis);
+    Hit hit = find_silhouette(p, seg, second_owns ? t2 : t1);
+    if (hit.a < 0) return;
+    // dc < 0.5: the owner's pixel is blended towards the other; else the other towards the owner.
+    bool blend_owner = hit.dc < 0.5f;
+    float amount = blend_owner ? 0.5f - hit.dc : hit.dc - 0.5f;
+    p.alpha[i] = blend_owner != second_owns ? amount : -amount;
+    p.edge[2 * i] = hit.a;
+    p.edge[2 * i + 1] = hit.b;
+}
+
+// The four pairs of pixel `x`: (pair record index, neighbour pixel, whether x is the
+// pair's first pixel); false for pairs outside the image.
+GLRAST_HD bool pair_of(const AntialiasParams& p, i64 x, int which, i64* rec, i64* nb, bool* is_first) {
+    i64 pix = x % ((i64)p.height * p.width);
+    int row = (int)(pix / p.width), col = (int)(pix - (i64)row * p.width);
+    switch (which) {
+        case 0: if (col == 0) return false; *nb = x - 1; *rec = 2 * *nb; *is_first = false; return true;
+        case 1: if (col + 1 == p.width) return false; *nb = x + 1; *rec = 2 * x; *is_first = true; return true;
+        case 2: if (row == 0) return false; *nb = x - p.width; *rec = 2 * *nb + 1; *is_first = false; return true;
+        default: if (row + 1 == p.height) return false; *nb = x + p.width; *rec = 2 * x + 1; *is_first = true; return true;
+    }
+}
+
+// How much pixel x is blended towards its neighbour in this pair (0 if the neighbour is the blended one).
+GLRAST_HD float blend_of(float alpha, bool is_first) { return is_first ? fmaxf(alpha, 0.f) : fmaxf(-alpha, 0.f); }
+
+GLRAST_KERNEL(antialias_blend, AntialiasParams) {
+    const int C = p.channels;
+    const float* cx = p.color + i * C;
+    float* out = p.out + i * C;
+    for (int ch = 0; ch < C; ++ch) out[ch] = cx[ch];
+    for (int which = 0; which < 4; ++which) {
+        i64 rec, nb;
+        bool is_first;
+        if (!pair_of(p, i, which, &rec, &nb, &is_first)) continue;
+        float a = blend_of(p.alpha[rec], is_first);
+        if (!(a > 0.f)) continue;  // untouched pixels keep their exact input bits
+        const float* cn = p.color + nb * C;
+        for (int ch = 0; ch < C; ++ch) out[ch] += a * (cn[ch] - cx[ch]);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Backward
+
+GLRAST_KERNEL(antialias_grad_color, AntialiasParams) {
+    // out[x] = color[x] + sum_{pairs blending x} a (color[n] - color[x]), so color[x] receives
+    // g[x] (1 - sum a) from its own output and a g[n] from each neighbour it is blended into.
+    const int C = p.channels;
+    const float* gx = p.grad_out + i * C;
+    float* gc = p.grad_color + i * C;
+    for (int ch = 0; ch < C; ++ch) gc[ch] = gx[ch];
+    for (int which = 0; which < 4; ++which) {
+        i64 rec, nb;
+        bool is_first;
+        if (!pair_of(p, i, which, &rec, &nb, &is_first)) continue;
+        float own = blend_of(p.alpha[rec], is_first), theirs = blend_of(p.alpha[rec], !is_first);
+        const float* gn = p.grad_out + nb * C;
+        if (own > 0.f) for (int ch = 0; ch < C; ++ch) gc[ch] -= own * gx[ch];
+        if (theirs > 0.f) for (int ch = 0; ch < C; ++ch) gc[ch] += theirs * gn[ch];
+    }
+}
+
+GLRAST_HD void add_vertex_grad(const AntialiasParams& p, const Segment& seg, int v, V3 g) {
+    // From the centred homogeneous coordinates (X - w cx, Y - w cy, w) back to (x, y, w).
+    float gX = g.x * (0.5f * p.width), gY = g.y * (0.5f * p.height);
+    float gw = g.z - seg.cx * g.x - seg.cy * g.y + gX + gY;
+    float* out = p.grad_pos + 4 * (seg.vbase + v);
+    atomic_add_f32(out, gX);
+    atomic_add_f32(out + 1, gY);
+    atomic_add_f32(out + 3, gw);
+}
+
+GLRAST_KERNEL(antialias_grad_pos, AntialiasParams) {
+    int a = p.edge[2 * i], b = p.edge[2 * i + 1];
+    if (a < 0) return;
+    i64 first, second;
+    int axis;
+    if (!pair_pixels(p, i, &first, &second, &axis)) return;  // never recorded; guards a forged record
+    // dc measured from the first pixel: the first is the blended one when dc < 0.5, and
+    // amount = |0.5 - dc| either way.
+    Segment seg = segment_from(p, first, second, axis);
+    V3 va = vertex_rel(p, seg.vbase, a, seg.cx, seg.cy), vb = vertex_rel(p, seg.vbase, b, seg.cx, seg.cy);
+    V3 line = cross3(va, vb);
+    float dc = crossing(line, seg);
+    if (!(dc > 0.f && dc < 1.f)) return;  // the blend saturates at the pixel centres
+    bool blend_first = dc < 0.5f;
+    i64 target = blend_first ? first : second, source = blend_first ? second : first;
+    const int C = p.channels;
+    const float* gt = p.grad_out + target * C;
+    const float* ct = p.color + target * C;
+    const float* cs = p.color + source * C;
+    float g_amount = 0.f;  // the blended pixel moves towards the other by amount (c_source - c_target)
+    for (int ch = 0; ch < C; ++ch) g_amount += gt[ch] * (cs[ch] - ct[ch]);
+    float g_dc = (blend_first ? -g_amount : g_amount) * p.pos_gradient_boost;
+    if (g_dc == 0.f) return;
+    // dc = -L.z / L[axis] with step +1.
+    float along = axis == 0 ? line.x : line.y;
+    float g_z = -g_dc / along, g_along = -dc / along * g_dc;
+    V3 g_line = {axis == 0 ? g_along : 0.f, axis == 1 ? g_along : 0.f, g_z};
+    // L = A x B: d(L . g)/dA = B x g, d(L . g)/dB = g x A.
+    add_vertex_grad(p, seg, a, cross3(vb, g_line));
+    add_vertex_grad(p, seg, b, cross3(g_line, va));
+}

@@ -1,0 +1,265 @@
+"""antialias: analytic antialiasing of silhouette edges, the source of coverage gradients.
+
+Pixel coordinates follow SPEC.md: a vertex (x, y, z, w) lies at
+px = (x/w + 1)/2 · W, py = (y/w + 1)/2 · H, pixel (row i, column j) has its
+centre at (j + 0.5, i + 0.5), row 0 is clip-space y = -1.
+
+The formula, for every pair of pixels adjacent along a row (axis 0) or a
+column (axis 1) of one image:
+
+1. If both pixels show the same triangle id (or both are empty), nothing happens.
+2. The *owner* is the pixel whose triangle is nearer: the covered one against
+   an empty pixel, else the one with the smaller z/w (the first of the pair,
+   left or lower, on a tie). Its triangle is t, its centre P, the neighbour's
+   centre Q, and s = ±1 the direction from P to Q along the axis.
+3. Starting in t, the segment P→Q is followed across the mesh: it leaves the
+   current triangle through the edge whose line it crosses first from the
+   triangle's side to the outside (the entry edge excluded, for triangles
+   after t). If the surface continues
+   across that edge (another triangle sharing both of its vertex indices,
+   found through the topology hash, has its third vertex strictly on the other
+   side of the edge's line in screen space; the smallest such triangle id if
+   there are several), the walk goes on in that triangle. The first edge where
+   the surface does not continue (it ends, or folds behind) is the
+   *silhouette edge*; dc ∈ [0, 1] is where the segment crosses its line, as a
+   fraction of the way from P to Q: with a, b its end points in pixels,
+   cross(b - a, P + dc·s·e_axis - a) = 0. GL decides coverage with its own
+   snapped arithmetic, so crossings up to 1/16 of the segment outside the
+   expected range count, with dc clamped to [0, 1]. If the segment ends
+   inside a triangle before meeting a silhouette, or after 32 triangles,
+   nothing happens. (When t itself holds the silhouette edge, as with triangles
+   larger than pixels, this is simply "the edge of t that the segment
+   crosses"; the walk finds silhouettes of dense meshes whose outline
+   triangles are thinner than a pixel and cover no pixel centre.)
+4. The silhouette edge is skipped when it runs more along the pair than
+   across it: for a pair along x when |b.x - a.x| > |b.y - a.y|, for a pair
+   along y when |b.y - a.y| > |b.x - a.x|.
+5. With amount = |0.5 - dc|: if dc < 0.5, the owner's pixel is blended towards
+   the neighbour's colour, out[P] += amount · (color[Q] - color[P]); otherwise
+   the neighbour's pixel is blended towards the owner's,
+   out[Q] += amount · (color[P] - color[Q]).
+
+out starts as a copy of color and collects the contributions of all (up to
+four) pairs of each pixel, all computed from the input colours. For an edge
+crossing a row of pixels this is exactly the box-filtered coverage of the two
+pixels beside the crossing (the covered fraction of the pixel on whose side
+the edge lies is 0.5 + the distance from its centre to the crossing), so the
+image is continuous in the vertex positions as the edge sweeps across pixel
+centres: at dc = 0 the pair blends the owner half-way, exactly what the next
+pair (where that pixel is the neighbour, dc = 1) gives once the edge passes
+its centre; and when the triangle covering a pixel centre changes, the walk
+still meets the same silhouette edge. The output is discontinuous only where
+the decisions of steps 3 and 4 change: an edge turning through 45 degrees, a
+neighbouring triangle folding over an edge.
+
+Gradients: color gets the transpose of the blend; pos gets
+d(loss)/d(amount) · d(amount)/d(dc) · pos_gradient_boost, carried through dc
+to the x, y and w of the silhouette edge's two vertices (z has no effect on dc).
+The gradient is zero where dc reaches 0 or 1 (clamped), where the blend saturates.
+Crossings are computed in homogeneous pixel coordinates, which also gives
+vertices behind the camera (w < 0) their projected lines.
+
+Implementation (csrc/antialias.cu): the topology hash maps every undirected
+edge to its triangles (one hash entry per (edge, triangle), inserted with an
+atomic compare-and-swap). One kernel thread per pixel pair decides the pair
+and records (amount, direction, silhouette edge); the blend and the colour gradient
+gather each pixel's records, so every output is written by one thread and
+the result is deterministic; the position gradient scatters with atomics.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import torch
+
+from . import _checks, kernels
+
+_FN = "antialias"
+_FN_HASH = "antialias_construct_topology_hash"
+
+
+class HashParams(ctypes.Structure):
+    _fields_ = [
+        ("tri", ctypes.c_void_p),
+        ("keys", ctypes.c_void_p),
+        ("tris", ctypes.c_void_p),
+        ("mask", ctypes.c_longlong),
+    ]
+
+
+class AntialiasParams(ctypes.Structure):
+    _fields_ = [
+        ("color", ctypes.c_void_p),
+        ("rast", ctypes.c_void_p),
+        ("pos", ctypes.c_void_p),
+        ("tri", ctypes.c_void_p),
+        ("keys", ctypes.c_void_p),
+        ("tris", ctypes.c_void_p),
+        ("alpha", ctypes.c_void_p),
+        ("edge", ctypes.c_void_p),
+        ("out", ctypes.c_void_p),
+        ("grad_out", ctypes.c_void_p),
+        ("grad_color", ctypes.c_void_p),
+        ("grad_pos", ctypes.c_void_p),
+        ("mask", ctypes.c_longlong),
+        ("num_tris", ctypes.c_int),
+        ("height", ctypes.c_int),
+        ("width", ctypes.c_int),
+        ("channels", ctypes.c_int),
+        ("verts_per_image", ctypes.c_int),
+        ("pos_gradient_boost", ctypes.c_float),
+    ]
+
+
+class TopologyHash:
+    """The edge -> triangles table of one `tri`, from `antialias_construct_topology_hash`.
+
+    Pass it as `antialias(..., topology_hash=...)` while `tri` stays the same;
+    antialias checks that it was built from an equal `tri`."""
+
+    def __init__(self, tri: torch.Tensor, keys: torch.Tensor, tris: torch.Tensor):
+        self.tri = tri  # a private copy, to recognise the tri it belongs to
+        self.keys = keys  # [capacity] int64 edge keys (-1: empty slot)
+        self.tris = tris  # [capacity] int32 triangle of each entry
+
+    @property
+    def capacity(self) -> int:
+        return self.keys.numel()
+
+    def __repr__(self) -> str:
+        return f"TopologyHash(triangles={self.tri.shape[0]}, capacity={self.capacity}, device={self.keys.device})"
+
+
+def _build_hash(tri: torch.Tensor) -> TopologyHash:
+    # One entry per (edge, triangle): 3 T entries, kept at most half the capacity so probe chains stay short.
+    capacity = 1 << max(6, (6 * tri.shape[0] - 1).bit_length())
+    keys = torch.full((capacity,), -1, dtype=torch.int64, device=tri.device)
+    tris = torch.empty(capacity, dtype=torch.int32, device=tri.device)
+    params = HashParams(tri.data_ptr(), keys.data_ptr(), tris.data_ptr(), capacity - 1)
+    kernels.module("antialias", tri.device).launch("antialias_hash_build", params, tri.shape[0])
+    return TopologyHash(tri.clone(), keys, tris)
+
+
+def antialias_construct_topology_hash(tri: torch.Tensor) -> TopologyHash:  # tri: [T, 3] int32
+    """Build the topology hash of `tri` once, for reuse by `antialias` while `tri` stays the same."""
+    tri = _checks.tensor(_FN_HASH, "tri", tri, "[T, 3]", ndims=(2,), last=3, dtype=torch.int32)
+    lo = int(tri.min()) if tri.numel() else 0
+    if lo < 0:
+        raise ValueError(f"{_FN_HASH}: tri holds vertex index {lo}; indices must be >= 0")
+    return _build_hash(tri)
+
+
+def _params(color, rast, pos, tri, topo: TopologyHash, boost: float, **tensors) -> AntialiasParams:
+    n, h, w, c = color.shape
+    p = AntialiasParams(
+        color=color.data_ptr(),
+        rast=rast.data_ptr(),
+        pos=pos.data_ptr(),
+        tri=tri.data_ptr(),
+        keys=topo.keys.data_ptr(),
+        tris=topo.tris.data_ptr(),
+        mask=topo.capacity - 1,
+        num_tris=tri.shape[0],
+        height=h,
+        width=w,
+        channels=c,
+        verts_per_image=pos.shape[1] if pos.ndim == 3 else 0,
+        pos_gradient_boost=boost,
+    )
+    for name, t in tensors.items():
+        setattr(p, name, kernels.ptr(t))
+    return p
+
+
+class _Antialias(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, color, rast, pos, tri, topo, boost):
+        n, h, w, _ = color.shape
+        alpha = torch.empty(n, h, w, 2, dtype=torch.float32, device=color.device)
+        edge = torch.empty(n, h, w, 2, 2, dtype=torch.int32, device=color.device)
+        out = torch.empty_like(color)
+        params = _params(color, rast, pos, tri, topo, boost, alpha=alpha, edge=edge, out=out)
+        mod = kernels.module("antialias", color.device)
+        mod.launch("antialias_pairs", params, 2 * n * h * w)
+        mod.launch("antialias_blend", params, n * h * w)
+        ctx.save_for_backward(color, rast, pos, tri, alpha, edge)
+        ctx.topo, ctx.boost = topo, boost
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        color, rast, pos, tri, alpha, edge = ctx.saved_tensors
+        n, h, w, _ = color.shape
+        grad_out = grad_out.contiguous()
+        want_color, _, want_pos = ctx.needs_input_grad[:3]
+        grad_color = torch.empty_like(color) if want_color else None
+        grad_pos = torch.zeros_like(pos) if want_pos else None
+        params = _params(
+            color, rast, pos, tri, ctx.topo, ctx.boost,
+            alpha=alpha, edge=edge, grad_out=grad_out, grad_color=grad_color, grad_pos=grad_pos,
+        )  # fmt: skip
+        mod = kernels.module("antialias", color.device)
+        if want_color:
+            mod.launch("antialias_grad_color", params, n * h * w)
+        if want_pos:
+            mod.launch("antialias_grad_pos", params, 2 * n * h * w)
+        return grad_color, None, grad_pos, None, None, None
+
+
+def _topology(topology_hash: object, tri: torch.Tensor) -> TopologyHash:
+    if topology_hash is None:
+        return _build_hash(tri)
+    if not isinstance(topology_hash, TopologyHash):
+        raise TypeError(
+            f"{_FN}: topology_hash must come from antialias_construct_topology_hash(tri), "
+            f"got {type(topology_hash).__name__}"
+        )
+    _checks.same_device(_FN, tri.device, topology_hash=topology_hash.keys)
+    if topology_hash.tri.shape != tri.shape or not torch.equal(topology_hash.tri, tri):
+        raise ValueError(
+            f"{_FN}: topology_hash was built for a different tri ({topology_hash.tri.shape[0]} triangles; "
+            f"tri has {tri.shape[0]}, or its indices changed); rebuild it with antialias_construct_topology_hash(tri)"
+        )
+    return topology_hash
+
+
+def antialias(
+    color: torch.Tensor,  # [N, H, W, C]
+    rast: torch.Tensor,  # [N, H, W, 4] from rasterize
+    pos: torch.Tensor,  # [N, V, 4] (instanced) or [V, 4] (range mode), clip space
+    tri: torch.Tensor,  # [T, 3] int32
+    topology_hash: TopologyHash | None = None,  # from antialias_construct_topology_hash(tri)
+    pos_gradient_boost: float = 1.0,
+) -> torch.Tensor:
+    """Antialias silhouette edges: returns [N, H, W, C], `color` blended across
+    the silhouette edges found in `rast` (see the module docstring for the exact
+    formula). Pixels away from silhouettes keep their exact input values.
+
+    Gradients flow to color and to the x, y, w of pos (scaled by
+    pos_gradient_boost); rast gets none. Without topology_hash the hash is built
+    on every call; build it once with antialias_construct_topology_hash(tri)
+    while tri stays the same.
+    """
+    color = _checks.tensor(_FN, "color", color, "[N, H, W, C]", ndims=(4,))
+    rast = _checks.tensor(_FN, "rast", rast, "[N, H, W, 4]", ndims=(4,), last=4)
+    pos = _checks.tensor(_FN, "pos", pos, "[N, V, 4] (instanced) or [V, 4] (range mode)", ndims=(2, 3), last=4)
+    tri = _checks.tensor(_FN, "tri", tri, "[T, 3]", ndims=(2,), last=3, dtype=torch.int32)
+    _checks.same_device(_FN, color.device, rast=rast, pos=pos, tri=tri)
+    if rast.shape[:3] != color.shape[:3]:
+        raise ValueError(
+            f"{_FN}: color and rast must agree in [N, H, W]; got color {_checks.describe(color)} "
+            f"and rast {_checks.describe(rast)}"
+        )
+    if pos.ndim == 3 and pos.shape[0] != color.shape[0]:
+        raise ValueError(
+            f"{_FN}: in instanced mode pos must hold one position set per image: got {pos.shape[0]} "
+            f"for {color.shape[0]} images (pos {_checks.describe(pos)})"
+        )
+    _checks.triangles(_FN, tri, pos.shape[-2])
+    try:
+        boost = float(pos_gradient_boost)
+    except (TypeError, ValueError):
+        raise TypeError(f"{_FN}: pos_gradient_boost must be a number, got {pos_gradient_boost!r}") from None
+    topo = _topology(topology_hash, tri)
+    return _Antialias.apply(color, rast, pos, tri, topo, boost)
