@@ -4,10 +4,18 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import math
+import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from ._version import __version__
+
+EXAMPLES = ("triangle", "cube", "earth", "envphong", "pose")
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
@@ -16,6 +24,178 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     report = doctor()
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 1 if any(p["severity"] == "error" for p in report["problems"]) else 0
+
+
+def examples_dir() -> Path:
+    """examples/ of a checkout (next to the package), or glrast/examples where a wheel ships it."""
+    from ._resources import resource_dir
+
+    try:
+        return resource_dir("examples")
+    except FileNotFoundError as e:
+        raise FileNotFoundError(
+            "glrast demo runs the scripts in examples/ of a glrast checkout (git clone, then pip install -e .); "
+            f"this installation has none ({e})"
+        ) from e
+
+
+def load_example(name: str) -> Any:
+    """Import examples/<name>.py as the module `name` (the examples import each other by plain name)."""
+    folder = str(examples_dir())
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module(name)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    load_example(args.name).main(list(args.options))
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from ._resources import resource_dir
+
+    try:
+        script = resource_dir("benchmarks") / "bench_raster.py"
+    except FileNotFoundError:
+        script = None
+    if script is None or not script.is_file():
+        print("glrast bench: benchmarks/bench_raster.py is not here (it ships with a glrast checkout)", file=sys.stderr)
+        return 1
+    options = [] if args.full else ["--quick"]
+    for name in ("runs", "device"):
+        if getattr(args, name) is not None:
+            options += [f"--{name}", str(getattr(args, name))]
+    return subprocess.call([sys.executable, str(script), *options])
+
+
+def _orbit_cameras(views: int, fov: float, elevation: float, width: int, height: int) -> list[Any]:
+    """Clip matrices of `views` cameras evenly spaced in azimuth around the unit sphere, looking at its centre."""
+    import torch
+
+    from . import camera
+
+    # far enough that the unit sphere fits the narrower field of view, with a margin
+    half = math.radians(fov) / 2
+    half = min(half, math.atan(math.tan(half) * width / height))
+    dist = 1.1 / math.sin(half)
+    proj = camera.perspective(fov, width / height, max(dist - 1.5, 0.05 * dist), dist + 1.5)
+    el = math.radians(elevation)
+    mats = []
+    for k in range(views):
+        az = 2 * math.pi * k / views
+        eye = dist * torch.tensor([math.cos(el) * math.sin(az), math.sin(el), math.cos(el) * math.cos(az)])
+        mats.append(proj @ camera.look_at(eye, torch.zeros(3)))
+    return mats
+
+
+def _read_cameras(path: Path, pos: Any) -> list[tuple[Any, int, int]]:
+    """(clip matrix, width, height) per entry of an OpenCV camera file (see `glrast render --help`)."""
+    import torch
+
+    from . import camera
+
+    data = json.loads(path.read_text())
+    entries = data if isinstance(data, list) else [data]
+    out = []
+    for k, cam in enumerate(entries):
+        try:
+            K, R, t = (torch.tensor(cam[key], dtype=torch.float64) for key in ("K", "R", "t"))
+            width, height = int(cam["width"]), int(cam["height"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: camera {k} needs K (3x3), R (3x3), t (3), width and height ({e})") from e
+        depth = (pos.double().cpu() @ R.T + t)[:, 2]
+        near = cam.get("near") or max(float(depth.min()) * 0.9, float(depth.max()) * 1e-3, 1e-6)
+        far = cam.get("far") or max(float(depth.max()) * 1.1, 2 * near)
+        out.append((camera.from_opencv(K, R, t, width, height, near, far, flip_y=True).float(), width, height))
+    return out
+
+
+def _mip_levels(height: int, width: int) -> int:
+    """How many times a texture of this size can be halved under glrast's mip rule (no odd side above 1)."""
+    levels = 0
+    while (height > 1 or width > 1) and not ((height > 1 and height % 2) or (width > 1 and width % 2)):
+        height, width, levels = max(1, height // 2), max(1, width // 2), levels + 1
+    return levels
+
+
+def _shade(glctx: Any, m: Any, mvp: Any, eye: Any, height: int, width: int) -> Any:
+    """RGBA image [H, W, 4] of mesh `m` (row 0 = bottom): texture, else vertex colours, else grey lit
+    from the camera centre `eye` [3]."""
+    import torch
+
+    import glrast as dr
+
+    from . import camera
+
+    clip = camera.transform(mvp.to(m.pos.device), m.pos).contiguous()
+    rast, rast_db = dr.rasterize(glctx, clip, m.tri, (height, width))
+    if m.texture is not None:
+        uv, uv_da = dr.interpolate(m.uv, rast, m.tri, rast_db=rast_db, diff_attrs="all")
+        levels = _mip_levels(*m.texture.shape[:2])
+        if levels:
+            color = dr.texture(m.texture[None], uv, uv_da, filter_mode="linear-mipmap-linear", max_mip_level=levels)
+        else:
+            color = dr.texture(m.texture[None], uv, filter_mode="linear")
+    elif m.colors is not None:
+        color, _ = dr.interpolate(m.colors, rast, m.tri)
+    else:
+        # |n . v| with v the direction to the eye: two-sided, since nothing is culled
+        attrs, _ = dr.interpolate(torch.cat([m.pos, m.normals], -1), rast, m.tri)
+        view = torch.nn.functional.normalize(eye.to(attrs) - attrs[..., :3], dim=-1)
+        lit = (torch.nn.functional.normalize(attrs[..., 3:], dim=-1) * view).sum(-1).abs()
+        color = (0.15 + 0.75 * lit)[..., None].expand(*lit.shape, 3)
+    mask = (rast[..., 3:] > 0).float()
+    rgba = dr.antialias(torch.cat([color * mask, mask], -1).contiguous(), rast, clip, m.tri)[0]
+    alpha = rgba[..., 3:]
+    return torch.cat([rgba[..., :3] / alpha.clamp(min=1e-6), alpha], -1).clamp(0, 1)
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    import glrast as dr
+
+    from . import camera, mesh
+
+    try:
+        from PIL import Image
+    except ImportError as e:
+        raise ImportError("glrast render writes PNGs with pillow: pip install pillow") from e
+    start = time.perf_counter()
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    m = mesh.load(args.mesh, device=device)
+    if args.camera:
+        cams = _read_cameras(Path(args.camera), m.pos)
+    else:
+        height, width = args.res
+        # orbit cameras around the mesh's bounding sphere: centre it and scale it to radius 1
+        lo, hi = m.pos.min(0).values, m.pos.max(0).values
+        centre = ((lo + hi) / 2).cpu()
+        radius = float((m.pos.cpu() - centre).norm(dim=1).max()) or 1.0
+        to_unit = torch.eye(4)
+        to_unit[:3, :3] /= radius
+        to_unit[:3, 3] = -centre / radius
+        cams = [(mvp @ to_unit, width, height) for mvp in _orbit_cameras(args.views, args.fov, args.elevation,
+                                                                          width, height)]  # fmt: skip
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    with dr.RasterizeGLContext(device=device) as glctx:
+        for k, (mvp, width, height) in enumerate(cams):
+            K, R, t, near, far = camera.to_opencv(mvp.double(), width, height, flip_y=True)
+            rgba = _shade(glctx, m, mvp, (-R.T @ t).float(), height, width)
+            pixels = (rgba.flip(0).cpu().numpy() * 255 + 0.5).astype(np.uint8)  # row 0 of a PNG is the top
+            Image.fromarray(pixels, "RGBA").save(out / f"view_{k:03d}.png")
+            records.append({"width": width, "height": height, "K": K.tolist(), "R": R.tolist(), "t": t.tolist(),
+                            "near": float(near), "far": float(far)})  # fmt: skip
+    (out / "cameras.json").write_text(json.dumps(records, indent=1))
+    print(f"glrast render: {len(cams)} views of {args.mesh} ({m.tri.shape[0]} triangles) -> {out}/view_*.png "
+          f"and cameras.json, {time.perf_counter() - start:.1f} s")  # fmt: skip
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +211,50 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
     doctor.set_defaults(run=_cmd_doctor)
+
+    demo = commands.add_parser(
+        "demo",
+        usage="glrast demo NAME [--out DIR] [--display] [options of the example]",
+        help="run one of the examples (triangle, cube, earth, envphong, pose)",
+        description="Run examples/NAME.py of this checkout. Every option after NAME goes to the example: "
+        "--out DIR (default out/NAME), --display (the live viewer, not available yet), --steps, --res, ... "
+        "(glrast demo NAME --help lists them).",
+    )
+    demo.add_argument("name", choices=EXAMPLES, metavar="NAME", help=", ".join(EXAMPLES))
+    demo.add_argument("options", nargs=argparse.REMAINDER, help="options of the example")
+    demo.set_defaults(run=_cmd_demo)
+
+    render = commands.add_parser(
+        "render",
+        help="render a mesh file to PNGs (headless, batch)",
+        description="Render MESH (OBJ, PLY, GLB, ... through trimesh) from several cameras into RGBA PNGs "
+        "(view_000.png, ...; alpha = antialiased coverage), with its texture, else its vertex colours, else grey "
+        "shading lit from the camera. Writes the cameras used to cameras.json in the format --camera reads.",
+    )
+    render.add_argument("mesh", type=Path, help="mesh file")
+    render.add_argument("--out", type=Path, required=True, help="output folder")
+    render.add_argument("--res", type=int, nargs=2, default=(512, 512), metavar=("H", "W"),
+                        help="image height and width in pixels (default 512 512)")  # fmt: skip
+    render.add_argument("--views", type=int, default=8, help="orbit cameras evenly spaced in azimuth (default 8)")
+    render.add_argument("--fov", type=float, default=40.0, help="vertical field of view in degrees (default 40)")
+    render.add_argument("--elevation", type=float, default=20.0, help="orbit elevation in degrees (default 20)")
+    render.add_argument(
+        "--camera", type=Path, default=None, metavar="JSON",
+        help="OpenCV cameras instead of the orbit: a JSON list of {K: 3x3, R: 3x3, t: [3], width, height, "
+        "[near, far]} in the mesh's coordinates (camera = R @ world + t, pixel centres at integers)",
+    )  # fmt: skip
+    render.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    render.set_defaults(run=_cmd_render)
+
+    bench = commands.add_parser(
+        "bench",
+        help="time rasterize + interpolate (benchmarks/bench_raster.py, quick mode)",
+        description="Run benchmarks/bench_raster.py of this checkout, in its quick mode unless --full.",
+    )
+    bench.add_argument("--full", action="store_true", help="the full matrix (up to 1.3M triangles, 1024^2)")
+    bench.add_argument("--runs", type=int, default=None, help="timed calls per case (bench_raster.py's default)")
+    bench.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    bench.set_defaults(run=_cmd_bench)
     return parser
 
 
