@@ -109,7 +109,7 @@ def run(steps: int = 1000, res: int = 16, batch: int = 4, noise: float = 0.5, lr
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = _common.parser("cube", __doc__, steps=2000, res=16)
+    p = _common.parser("cube", __doc__, steps=1000, res=16)
     p.add_argument("--batch", type=int, default=4, help="views per step (default 4)")
     p.add_argument("--noise", type=float, default=0.5, help="start: vertex displacement amplitude (default 0.5)")
     args = p.parse_args(argv)
@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> dict:
     r = run(steps=args.steps, res=args.res, batch=args.batch, noise=args.noise, out=args.out, device=args.device,
             seed=args.seed)  # fmt: skip
     print(
-        f"cube: vertex RMSE {r['pos_rmse_start']:.3f} -> {r['pos_rmse']:.4f} "
-        f"({r['pos_rmse_start'] / r['pos_rmse']:.0f}x lower), colour RMSE {r['col_rmse']:.4f}, "
+        f"cube: vertex RMSE {r['pos_rmse_start']:.3f} -> {r['pos_rmse']:.2e} "
+        f"({r['pos_rmse_start'] / r['pos_rmse']:.3g}x lower), colour RMSE {r['col_rmse']:.2e}, "
         f"loss at {args.res}x{args.res} {r['loss']:.2e}, {r['time_s']:.1f} s"
     )
     return r
