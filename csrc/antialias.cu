@@ -148,7 +148,9 @@ struct Hit {
     float dc;
 };
 
-#define AA_MAX_WALK 32
+// A bound on the triangles one walk visits: enough for a 1.3M-triangle sphere's outline at 256^2
+// (the last pixel before a silhouette of a dense mesh can hold dozens of slivers).
+#define AA_MAX_WALK 64
 // How far (as a fraction of the segment) a crossing may lie outside where the walk expects it:
 // GL decides coverage with its own (snapped) arithmetic, so a pixel centre it covers can lie a
 // rounding error outside the triangle's edge line as computed here. Such crossings count, clamped.
@@ -156,11 +158,12 @@ struct Hit {
 
 GLRAST_HD bool opposite_signs(float a, float b) { return (a > 0.f && b < 0.f) || (a < 0.f && b > 0.f); }
 
-GLRAST_HD Hit find_silhouette(const AntialiasParams& p, const Segment& seg, int t) {
+GLRAST_HD Hit find_silhouette(const AntialiasParams& p, const Segment& seg, int t, int end_triangle) {
     const Hit none = {-1, -1, 0.f};
     int ea = -1, eb = -1;  // the edge through which the walk entered t
     float lo = 0.f;        // and where
     for (int walk = 0; walk < AA_MAX_WALK; ++walk) {
+        if (t == end_triangle) return none;  // the surface runs on into the neighbour pixel's triangle
         int vi[3];
         V3 v[3];
         for (int k = 0; k < 3; ++k) {
@@ -229,7 +232,7 @@ GLRAST_KERNEL(antialias_pairs, AntialiasParams) {
     if (t1 == t2 || t1 >= p.num_tris || t2 >= p.num_tris) return;
     bool second_owns = t1 < 0 || (t2 >= 0 && r2[2] < r1[2]);
     Segment seg = second_owns ? segment_from(p, second, first, axis) : segment_from(p, first, second, axis);
-    Hit hit = find_silhouette(p, seg, second_owns ? t2 : t1);
+    Hit hit = second_owns ? find_silhouette(p, seg, t2, t1) : find_silhouette(p, seg, t1, t2);
     if (hit.a < 0) return;
     // dc < 0.5: the owner's pixel is blended towards the other; else the other towards the owner.
     bool blend_owner = hit.dc < 0.5f;

@@ -25,9 +25,10 @@ column (axis 1) of one image:
    fraction of the way from P to Q: with a, b its end points in pixels,
    cross(b - a, P + dc·s·e_axis - a) = 0. GL decides coverage with its own
    snapped arithmetic, so crossings up to 1/16 of the segment outside the
-   expected range count, with dc clamped to [0, 1]. If the segment ends
-   inside a triangle before meeting a silhouette, or after 32 triangles,
-   nothing happens. (When t itself holds the silhouette edge, as with triangles
+   expected range count, with dc clamped to [0, 1]. If the walk reaches the
+   triangle that Q shows (the surface runs on between the two pixels), if
+   the segment ends inside a triangle, or after 64 triangles without a
+   silhouette, nothing happens. (When t itself holds the silhouette edge, as with triangles
    larger than pixels, this is simply "the edge of t that the segment
    crosses"; the walk finds silhouettes of dense meshes whose outline
    triangles are thinner than a pixel and cover no pixel centre.)

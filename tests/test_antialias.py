@@ -150,7 +150,10 @@ def test_interior_edges_of_a_closed_mesh_do_not_blend(glctx, device):
     pad = torch.nn.functional.pad(covered.float(), (1, 1, 1, 1), mode="replicate")
     outline = (pad[:, 1:-1, :-2] != covered) | (pad[:, 1:-1, 2:] != covered)
     outline |= (pad[:, :-2, 1:-1] != covered) | (pad[:, 2:, 1:-1] != covered)
-    assert changed.sum() > 30 and not (changed & ~outline).any()
+    assert not (changed & ~outline).any()
+    # Triangles near the outline of this dense mesh are thinner than a pixel, so the triangle at the
+    # outline pixel rarely holds the silhouette edge itself: the walk over the mesh must find it.
+    assert changed.sum() > 0.4 * outline.sum()
 
     # The same mesh with every vertex duplicated per triangle: every edge is a silhouette.
     soup = pos[:, tri.long().flatten()].contiguous()

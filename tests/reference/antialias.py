@@ -51,13 +51,16 @@ def _continuation(scr, tri_list, table, t, a, b, c):
     return None
 
 
-def _find_silhouette(scr, tri_list, table, t, start, end, axis, max_walk=32, tolerance=0.0625):
+def _find_silhouette(scr, tri_list, table, t, end_t, start, end, axis, max_walk=64, tolerance=0.0625):
     """The silhouette edge (a, b) that the segment start -> end crosses, walking from triangle t
-    (which holds `start`) over the mesh while the surface continues; None if there is none."""
+    (which holds `start`) over the mesh while the surface continues, up to triangle end_t (shown at
+    `end`); None if there is none."""
     (px, py), (qx, qy) = start, end
     dx, dy = qx - px, qy - py
     entry, lo = None, 0.0
     for _ in range(max_walk):
+        if t == end_t:
+            return None
         found = None  # (edge index, crossing) of the first line crossed from t's side to the outside
         for k in range(3):
             a, b, c = tri_list[t][k], tri_list[t][(k + 1) % 3], tri_list[t][(k + 2) % 3]
@@ -115,13 +118,13 @@ def antialias(color, rast, pos, tri, pos_gradient_boost=1.0):
                 zs = [float(z[img][q]) for q in pix]
                 second_owns = t_ids[0] < 0 or (t_ids[1] >= 0 and zs[1] < zs[0])
                 own, oth = (pix[1], pix[0]) if second_owns else (pix[0], pix[1])
-                t = t_ids[1] if second_owns else t_ids[0]
+                t, end_t = (t_ids[1], t_ids[0]) if second_owns else (t_ids[0], t_ids[1])
                 if t >= len(tri_list):
                     continue
                 px, py = own[1] + 0.5, own[0] + 0.5
                 qx, qy = oth[1] + 0.5, oth[0] + 0.5
                 dx, dy = qx - px, qy - py
-                edge = _find_silhouette(scr_det, tri_list, table, t, (px, py), (qx, qy), axis)
+                edge = _find_silhouette(scr_det, tri_list, table, t, end_t, (px, py), (qx, qy), axis)
                 if edge is None:
                     continue
                 a, b = edge
