@@ -128,3 +128,32 @@ def test_pose_recovers_rotations(example, glctx, device, tmp_path):
     assert r["success_rate"] >= 0.8, r
     assert max(r["start_deg"]) > 45.0  # the trials do start far away
     assert (tmp_path / "loss.png").is_file() and (tmp_path / "trial0_target_start_result.png").is_file()
+
+
+def test_cli_render_texture_and_grey_shading(tmp_path):
+    import trimesh
+
+    from glrast import mesh
+    from glrast.cli import main
+
+    # a sphere whose texture is red on the northern half (image top) and blue on the southern
+    pos, tri, uv = mesh.uv_sphere(12, 24)
+    image = np.zeros((8, 16, 3), np.uint8)
+    image[:4, :, 0] = 255
+    image[4:, :, 2] = 255
+    visual = trimesh.visual.TextureVisuals(uv=uv.numpy(), image=Image.fromarray(image))
+    trimesh.Trimesh(pos.numpy(), tri.numpy(), visual=visual, process=False).export(tmp_path / "ball.obj")
+    assert main(["render", str(tmp_path / "ball.obj"), "--out", str(tmp_path / "tex"), "--res", "32", "32",
+                 "--views", "1", "--device", "cpu"]) == 0  # fmt: skip
+    png = np.asarray(Image.open(tmp_path / "tex" / "view_000.png"))
+    assert png[6, 16].tolist() == [255, 0, 0, 255] and png[26, 16].tolist() == [0, 0, 255, 255]
+
+    # no texture, no colours: grey, brightest where the surface faces the camera
+    pos, tri = mesh.icosphere(3)
+    trimesh.Trimesh(pos.numpy(), tri.numpy(), process=False).export(tmp_path / "plain.ply")
+    assert main(["render", str(tmp_path / "plain.ply"), "--out", str(tmp_path / "grey"), "--res", "32", "32",
+                 "--views", "1", "--device", "cpu"]) == 0  # fmt: skip
+    png = np.asarray(Image.open(tmp_path / "grey" / "view_000.png")).astype(int)
+    centre, rim = png[16, 16], png[16, 6]
+    assert centre[0] == centre[1] == centre[2] and abs(centre[0] - 0.9 * 255) < 6
+    assert rim[3] == 255 and rim[0] < centre[0] - 40
