@@ -81,8 +81,10 @@ GLRAST_KERNEL(antialias_hash_build, HashParams) {
 // Geometry in homogeneous pixel coordinates relative to the owner pixel's centre c:
 // a vertex (x, y, z, w) becomes ((x + w) W/2 - w cx, (y + w) H/2 - w cy, w), whose
 // projection is the vertex's pixel position minus c. An edge's line is L = A x B;
-// L . (dx, dy, 1) is zero on the line, L.z is its value at c itself, and its
-// sign flips with the projection of w, so sides are compared as L . V * sign(w).
+// the line function L . (dx, dy, 1) is zero on the line and L.z at c itself. A visible
+// point of triangle ABC is a A + b B + g C (a, b, g >= 0) with a positive w, where the line
+// function is g L.C / w: the triangle lies on the side sign(L . C) of line AB, also when
+// C is behind the camera (w < 0; there its projection would land on the other side).
 
 struct V3 { float x, y, z; };
 
@@ -93,11 +95,6 @@ GLRAST_HD V3 vertex_rel(const AntialiasParams& p, i64 vbase, int v, float cx, fl
     const float* q = p.pos + 4 * (vbase + v);
     float w = q[3];
     return {(q[0] + w) * (0.5f * p.width) - w * cx, (q[1] + w) * (0.5f * p.height) - w * cy, w};
-}
-
-GLRAST_HD float side(V3 line, V3 v) {
-    float s = dot3(line, v);
-    return v.z < 0.f ? -s : s;
 }
 
 // The segment from the owner pixel's centre (cx, cy) one pixel along the axis (step = +1 or -1).
@@ -135,7 +132,7 @@ GLRAST_HD int continuation(const AntialiasParams& p, const Segment& seg, int t, 
             if (v != a && v != b) third = v;
         }
         if (third < 0) continue;  // degenerate neighbour: lies on the edge
-        float other = side(line, vertex_rel(p, seg.vbase, third, seg.cx, seg.cy));
+        float other = dot3(line, vertex_rel(p, seg.vbase, third, seg.cx, seg.cy));
         if ((own_side > 0.f && other < 0.f) || (own_side < 0.f && other > 0.f)) found = u;
     }
     return found;
@@ -178,7 +175,7 @@ GLRAST_HD Hit find_silhouette(const AntialiasParams& p, const Segment& seg, int 
             int k1 = k == 2 ? 0 : k + 1, k2 = k1 == 2 ? 0 : k1 + 1;
             if ((vi[k] == ea && vi[k1] == eb) || (vi[k] == eb && vi[k1] == ea)) continue;
             V3 l = cross3(v[k], v[k1]);
-            float inside = side(l, v[k2]);  // the sign of the line function on t's side
+            float inside = dot3(l, v[k2]);  // the sign of the line function on t's side
             // leaving t's side: the line function changes by step * L[axis] from P to Q
             if (!opposite_signs(inside, seg.step * (seg.axis == 0 ? l.x : l.y))) continue;
             float d = crossing(l, seg);
@@ -242,17 +239,30 @@ GLRAST_KERNEL(antialias_pairs, AntialiasParams) {
     p.edge[2 * i + 1] = hit.b;
 }
 
-// The four pairs of pixel `x`: (pair record index, neighbour pixel, whether x is the
-// pair's first pixel); false for pairs outside the image.
-GLRAST_HD bool pair_of(const AntialiasParams& p, i64 x, int which, i64* rec, i64* nb, bool* is_first) {
+// The (up to) four pairs of pixel x: their records, the neighbour pixels, and whether x is
+// the pair's first pixel.
+struct PixelPairs {
+    int count;
+    i64 rec[4], nb[4];
+    bool first[4];
+};
+
+GLRAST_HD void add_pair(PixelPairs* q, i64 rec, i64 nb, bool first) {
+    q->rec[q->count] = rec;
+    q->nb[q->count] = nb;
+    q->first[q->count++] = first;
+}
+
+GLRAST_HD PixelPairs pixel_pairs(const AntialiasParams& p, i64 x) {
     i64 pix = x % ((i64)p.height * p.width);
-    int row = (int)(pix / p.width), col = (int)(pix - (i64)row * p.width);
-    switch (which) {
-        case 0: if (col == 0) return false; *nb = x - 1; *rec = 2 * *nb; *is_first = false; return true;
-        case 1: if (col + 1 == p.width) return false; *nb = x + 1; *rec = 2 * x; *is_first = true; return true;
-        case 2: if (row == 0) return false; *nb = x - p.width; *rec = 2 * *nb + 1; *is_first = false; return true;
-        default: if (row + 1 == p.height) return false; *nb = x + p.width; *rec = 2 * x + 1; *is_first = true; return true;
-    }
+    i64 row = pix / p.width, col = pix - row * p.width;
+    PixelPairs q;
+    q.count = 0;
+    if (col > 0) add_pair(&q, 2 * (x - 1), x - 1, false);
+    if (col + 1 < p.width) add_pair(&q, 2 * x, x + 1, true);
+    if (row > 0) add_pair(&q, 2 * (x - p.width) + 1, x - p.width, false);
+    if (row + 1 < p.height) add_pair(&q, 2 * x + 1, x + p.width, true);
+    return q;
 }
 
 // How much pixel x is blended towards its neighbour in this pair (0 if the neighbour is the blended one).
@@ -263,13 +273,11 @@ GLRAST_KERNEL(antialias_blend, AntialiasParams) {
     const float* cx = p.color + i * C;
     float* out = p.out + i * C;
     for (int ch = 0; ch < C; ++ch) out[ch] = cx[ch];
-    for (int which = 0; which < 4; ++which) {
-        i64 rec, nb;
-        bool is_first;
-        if (!pair_of(p, i, which, &rec, &nb, &is_first)) continue;
-        float a = blend_of(p.alpha[rec], is_first);
+    PixelPairs q = pixel_pairs(p, i);
+    for (int k = 0; k < q.count; ++k) {
+        float a = blend_of(p.alpha[q.rec[k]], q.first[k]);
         if (!(a > 0.f)) continue;  // untouched pixels keep their exact input bits
-        const float* cn = p.color + nb * C;
+        const float* cn = p.color + q.nb[k] * C;
         for (int ch = 0; ch < C; ++ch) out[ch] += a * (cn[ch] - cx[ch]);
     }
 }
@@ -284,12 +292,11 @@ GLRAST_KERNEL(antialias_grad_color, AntialiasParams) {
     const float* gx = p.grad_out + i * C;
     float* gc = p.grad_color + i * C;
     for (int ch = 0; ch < C; ++ch) gc[ch] = gx[ch];
-    for (int which = 0; which < 4; ++which) {
-        i64 rec, nb;
-        bool is_first;
-        if (!pair_of(p, i, which, &rec, &nb, &is_first)) continue;
-        float own = blend_of(p.alpha[rec], is_first), theirs = blend_of(p.alpha[rec], !is_first);
-        const float* gn = p.grad_out + nb * C;
+    PixelPairs q = pixel_pairs(p, i);
+    for (int k = 0; k < q.count; ++k) {
+        float alpha = p.alpha[q.rec[k]];
+        float own = blend_of(alpha, q.first[k]), theirs = blend_of(alpha, !q.first[k]);
+        const float* gn = p.grad_out + q.nb[k] * C;
         if (own > 0.f) for (int ch = 0; ch < C; ++ch) gc[ch] -= own * gx[ch];
         if (theirs > 0.f) for (int ch = 0; ch < C; ++ch) gc[ch] += theirs * gn[ch];
     }

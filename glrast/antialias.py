@@ -57,8 +57,9 @@ Gradients: color gets the transpose of the blend; pos gets
 d(loss)/d(amount) · d(amount)/d(dc) · pos_gradient_boost, carried through dc
 to the x, y and w of the silhouette edge's two vertices (z has no effect on dc).
 The gradient is zero where dc reaches 0 or 1 (clamped), where the blend saturates.
-Crossings are computed in homogeneous pixel coordinates, which also gives
-vertices behind the camera (w < 0) their projected lines.
+Lines and sides are computed in homogeneous pixel coordinates, which keeps
+them right for triangles with a vertex behind the camera (w < 0, clipped by
+GL): "the side of a line" is where the triangle's visible part lies.
 
 Implementation (csrc/antialias.cu): the topology hash maps every undirected
 edge to its triangles (one hash entry per (edge, triangle), inserted with an

@@ -233,6 +233,28 @@ def test_non_manifold_edge_is_interior_when_a_neighbour_continues_it(glctx, devi
     assert torch.equal(out, color)
 
 
+def test_vertex_behind_the_camera_blends_like_the_clipped_polygon(glctx, device):
+    """A triangle with one vertex behind the camera (w < 0; GL clips it at w = 0, z = 0 here) gives
+    the same image as the polygon clipped by hand just in front of the camera (two triangles)."""
+    h, w = 16, 16
+    ab = screen_triangle([(3.3, 4.2), (12.6, 6.1)], h, w)
+    behind = torch.tensor([0.3, 1.0, 0.0, -0.5])
+
+    def towards_behind(p, w_new=0.02):
+        return p + (p[3] - w_new) / (p[3] - behind[3]) * (behind - p)
+
+    single = torch.cat([ab, behind[None]])[None]
+    clipped = torch.stack([ab[0], ab[1], towards_behind(ab[1]), towards_behind(ab[0])])[None]
+    images, masks = [], []
+    for pos, tri in ((single, [[0, 1, 2]]), (clipped, [[0, 1, 2], [0, 2, 3]])):
+        tri = tri_tensor(tri, device)
+        rast = render_ids(glctx, device, pos, tri, (h, w))
+        masks.append(mask_colour(rast).cpu())
+        images.append(dr.antialias(mask_colour(rast), rast, pos.to(device), tri).cpu())
+    assert torch.equal(masks[0], masks[1]) and (images[0] != masks[0]).sum() > 10
+    torch.testing.assert_close(images[0], images[1], atol=1e-5, rtol=0)
+
+
 # ---------------------------------------------------------------------------
 # Coverage: continuity and gradients
 
