@@ -415,6 +415,24 @@ def test_non_finite_positions_do_not_crash(glctx, device):
     assert torch.isfinite(out).all()
 
 
+def test_forged_rast_does_not_crash(device):
+    """rast is data, not trusted: ids beyond tri, huge or NaN values must not crash anything."""
+    pos, tri = sphere_scene(seed=7)
+    g = torch.Generator().manual_seed(0)
+    rast = torch.rand(2, 12, 12, 4, generator=g) * 2 - 0.5
+    ids = torch.randint(0, 2 * tri.shape[0], (2, 12, 12), generator=g).float()
+    rast[..., 3] = torch.where(
+        torch.rand(2, 12, 12, generator=g) < 0.1,
+        torch.tensor([1e30, math.nan, -3.0])[torch.randint(0, 3, (2, 12, 12), generator=g)],
+        ids,
+    )
+    color = torch.rand(2, 12, 12, 3, generator=g)
+    p = pos.to(device).requires_grad_(True)
+    out = dr.antialias(color.to(device), rast.to(device), p, tri.to(device))
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(p.grad).all()
+
+
 # ---------------------------------------------------------------------------
 # Validation
 
