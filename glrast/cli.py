@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.util
 import json
 import math
 import sys
@@ -40,11 +40,28 @@ def examples_dir() -> Path:
 
 
 def load_example(name: str) -> Any:
-    """Import examples/<name>.py as the module `name` (the examples import each other by plain name)."""
-    folder = str(examples_dir())
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    return importlib.import_module(name)
+    """Import examples/<name>.py (once) as the module `glrast_example_<name>`.
+
+    The folder goes on sys.path too, because the examples import their shared helpers
+    (examples/_common.py) by plain name, as they do when run as scripts.
+    """
+    folder = examples_dir()
+    script = folder / f"{name}.py"
+    if not script.is_file():
+        raise FileNotFoundError(f"no example {name!r} in {folder} (the examples are {', '.join(EXAMPLES)})")
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    module_name = f"glrast_example_{name}"
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, script)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[module_name]  # no half-imported example left behind
+            raise
+    return sys.modules[module_name]
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -157,3 +157,8 @@ def test_cli_render_texture_and_grey_shading(tmp_path):
     centre, rim = png[16, 16], png[16, 6]
     assert centre[0] == centre[1] == centre[2] and abs(centre[0] - 0.9 * 255) < 6
     assert rim[3] == 255 and rim[0] < centre[0] - 40
+
+
+def test_load_example_errors():
+    with pytest.raises(FileNotFoundError, match="no example 'nosuch'"):
+        load_example("nosuch")
