@@ -184,6 +184,10 @@ def _cmd_render(args: argparse.Namespace) -> int:
         raise ImportError("glrast render writes PNGs with pillow: pip install pillow") from e
     start = time.perf_counter()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if not -90.0 < args.elevation < 90.0:
+        raise ValueError(
+            f"glrast render: --elevation must be strictly between -90 and 90 degrees, got {args.elevation}"
+        )
     m = mesh.load(args.mesh, device=device)
     if args.camera:
         cams = _read_cameras(Path(args.camera), m.pos)

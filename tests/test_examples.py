@@ -102,6 +102,8 @@ def test_cli_render_bad_camera_file(tmp_path):
 
     (tmp_path / "tet.ply").write_text(PLY)
     (tmp_path / "cams.json").write_text('[{"K": [[1, 0, 0], [0, 1, 0], [0, 0, 1]], "width": 8, "height": 8}]')
+    with pytest.raises(ValueError, match="--elevation"):
+        main(["render", str(tmp_path / "tet.ply"), "--out", str(tmp_path / "o"), "--elevation", "90"])
     with pytest.raises(ValueError, match="camera 0 needs K"):
         main(
             ["render", str(tmp_path / "tet.ply"), "--out", str(tmp_path / "o"), "--camera", str(tmp_path / "cams.json")]
