@@ -112,9 +112,25 @@ GLRAST_HD float crossing(V3 line, const Segment& s) {
 
 GLRAST_HD int tri_vertex(const AntialiasParams& p, int t, int k) { return p.tri[3 * (i64)t + k]; }
 
+GLRAST_HD bool opposite_signs(float a, float b) { return (a > 0.f && b < 0.f) || (a < 0.f && b > 0.f); }
+
+// Whether triangle u continues a surface across the edge (a, b) whose line is `line`, the
+// surface lying on the side own_side of it: u holds both vertices and its third vertex lies
+// strictly on the other side.
+GLRAST_HD bool continues(const AntialiasParams& p, const Segment& seg, int u, int a, int b, V3 line,
+                         float own_side) {
+    int third = -1, shared = 0;
+    for (int j = 0; j < 3; ++j) {
+        int v = tri_vertex(p, u, j);
+        if (v == a || v == b) ++shared;
+        else third = v;
+    }
+    if (shared != 2 || third < 0) return false;  // not on the edge, or degenerate (lies on the edge)
+    return opposite_signs(own_side, dot3(line, vertex_rel(p, seg.vbase, third, seg.cx, seg.cy)));
+}
+
 // The triangle that continues the surface of t across its edge (a, b): of the other triangles
-// on the edge, the one of smallest id whose third vertex lies strictly on the other side of the
-// edge's line than t's (own_side); -1 if there is none, i.e. the edge is a silhouette.
+// on the edge, the one of smallest id that continues it; -1 if there is none (a silhouette).
 GLRAST_HD int continuation(const AntialiasParams& p, const Segment& seg, int t, int a, int b, V3 line,
                            float own_side) {
     u64 key = edge_key(a, b);
@@ -125,15 +141,7 @@ GLRAST_HD int continuation(const AntialiasParams& p, const Segment& seg, int t, 
         if (k == AA_EMPTY_KEY) break;
         if (k != key) continue;
         int u = p.tris[s];
-        if (u == t || (found >= 0 && u > found)) continue;
-        int third = -1;
-        for (int j = 0; j < 3; ++j) {
-            int v = tri_vertex(p, u, j);
-            if (v != a && v != b) third = v;
-        }
-        if (third < 0) continue;  // degenerate neighbour: lies on the edge
-        float other = dot3(line, vertex_rel(p, seg.vbase, third, seg.cx, seg.cy));
-        if ((own_side > 0.f && other < 0.f) || (own_side < 0.f && other > 0.f)) found = u;
+        if (u != t && (found < 0 || u < found) && continues(p, seg, u, a, b, line, own_side)) found = u;
     }
     return found;
 }
@@ -153,14 +161,11 @@ struct Hit {
 // rounding error outside the triangle's edge line as computed here. Such crossings count, clamped.
 #define AA_TOLERANCE 0.0625f
 
-GLRAST_HD bool opposite_signs(float a, float b) { return (a > 0.f && b < 0.f) || (a < 0.f && b > 0.f); }
-
 GLRAST_HD Hit find_silhouette(const AntialiasParams& p, const Segment& seg, int t, int end_triangle) {
     const Hit none = {-1, -1, 0.f};
     int ea = -1, eb = -1;  // the edge through which the walk entered t
     float lo = 0.f;        // and where
     for (int walk = 0; walk < AA_MAX_WALK; ++walk) {
-        if (t == end_triangle) return none;  // the surface runs on into the neighbour pixel's triangle
         int vi[3];
         V3 v[3];
         for (int k = 0; k < 3; ++k) {
@@ -185,6 +190,8 @@ GLRAST_HD Hit find_silhouette(const AntialiasParams& p, const Segment& seg, int 
         if (best < 0 || !(dc <= 1.f + AA_TOLERANCE) || !(dc >= lo - AA_TOLERANCE)) return none;
         dc = fminf(fmaxf(dc, 0.f), 1.f);
         int a = vi[best], b = vi[best == 2 ? 0 : best + 1];
+        // The surface runs on into the triangle the neighbour pixel shows (no hash lookup needed).
+        if (end_triangle >= 0 && continues(p, seg, end_triangle, a, b, line, own_side)) return none;
         int next = continuation(p, seg, t, a, b, line, own_side);
         if (next < 0) {
             float along = seg.axis == 0 ? line.x : line.y, across = seg.axis == 0 ? line.y : line.x;

@@ -15,23 +15,22 @@ column (axis 1) of one image:
 3. Starting in t, the segment P→Q is followed across the mesh: it leaves the
    current triangle through the edge whose line it crosses first from the
    triangle's side to the outside (the entry edge excluded, for triangles
-   after t). If the surface continues
-   across that edge (another triangle sharing both of its vertex indices,
-   found through the topology hash, has its third vertex strictly on the other
-   side of the edge's line in screen space; the smallest such triangle id if
-   there are several), the walk goes on in that triangle. The first edge where
-   the surface does not continue (it ends, or folds behind) is the
-   *silhouette edge*; dc ∈ [0, 1] is where the segment crosses its line, as a
-   fraction of the way from P to Q: with a, b its end points in pixels,
-   cross(b - a, P + dc·s·e_axis - a) = 0. GL decides coverage with its own
-   snapped arithmetic, so crossings up to 1/16 of the segment outside the
-   expected range count, with dc clamped to [0, 1]. If the walk reaches the
-   triangle that Q shows (the surface runs on between the two pixels), if
-   the segment ends inside a triangle, or after 64 triangles without a
-   silhouette, nothing happens. (When t itself holds the silhouette edge, as with triangles
-   larger than pixels, this is simply "the edge of t that the segment
-   crosses"; the walk finds silhouettes of dense meshes whose outline
-   triangles are thinner than a pixel and cover no pixel centre.)
+   after t). If the surface continues across that edge (another triangle
+   sharing both of its vertex indices, found through the topology hash, has
+   its third vertex strictly on the other side of the edge's line in screen
+   space), the walk goes on in that triangle: the one Q shows if it is among
+   them (the two pixels then see one surface and nothing happens), else the
+   smallest such id. The first edge where the surface does not continue (it
+   ends, or folds behind) is the *silhouette edge*; dc ∈ [0, 1] is where the
+   segment crosses its line, as a fraction of the way from P to Q: with a, b
+   its end points in pixels, cross(b - a, P + dc·s·e_axis - a) = 0. GL
+   decides coverage with its own snapped arithmetic, so crossings up to 1/16
+   of the segment outside the expected range count, with dc clamped to
+   [0, 1]. If the segment ends inside a triangle, or after 64 triangles
+   without a silhouette, nothing happens. (When t itself holds the silhouette
+   edge, as with triangles larger than pixels, this is simply "the edge of t
+   that the segment crosses"; the walk finds the silhouettes of dense meshes,
+   whose outline triangles are thinner than a pixel and cover no pixel centre.)
 4. The silhouette edge is skipped when it runs more along the pair than
    across it: for a pair along x when |b.x - a.x| > |b.y - a.y|, for a pair
    along y when |b.y - a.y| > |b.x - a.x|.

@@ -36,13 +36,14 @@ def _cross(ax, ay, bx, by):
     return ax * by - ay * bx
 
 
-def _continuation(scr, tri_list, table, t, a, b, c):
-    """The smallest-id other triangle on edge (a, b) whose third vertex is strictly on the other
-    side of the edge's line than c (the surface continues there), or None (a silhouette)."""
+def _continuation(scr, tri_list, candidates, t, a, b, c):
+    """The smallest-id triangle among `candidates` (t excluded) that holds edge (a, b) and has its
+    third vertex strictly on the other side of the edge's line than c (the surface continues
+    there), or None."""
     ax, ay = scr[a]
     ex, ey = scr[b][0] - ax, scr[b][1] - ay
     own = _cross(ex, ey, scr[c][0] - ax, scr[c][1] - ay)
-    for u in sorted(table.get((min(a, b), max(a, b)), [])):
+    for u in sorted(candidates):
         third = [v for v in tri_list[u] if v != a and v != b]
         if u == t or not third:
             continue
@@ -59,8 +60,6 @@ def _find_silhouette(scr, tri_list, table, t, end_t, start, end, axis, max_walk=
     dx, dy = qx - px, qy - py
     entry, lo = None, 0.0
     for _ in range(max_walk):
-        if t == end_t:
-            return None
         found = None  # (edge index, crossing) of the first line crossed from t's side to the outside
         for k in range(3):
             a, b, c = tri_list[t][k], tri_list[t][(k + 1) % 3], tri_list[t][(k + 2) % 3]
@@ -78,7 +77,10 @@ def _find_silhouette(scr, tri_list, table, t, end_t, start, end, axis, max_walk=
             return None
         k, u = found
         a, b, c = tri_list[t][k], tri_list[t][(k + 1) % 3], tri_list[t][(k + 2) % 3]
-        nxt = _continuation(scr, tri_list, table, t, a, b, c)
+        on_edge = table.get((min(a, b), max(a, b)), [])
+        if end_t in on_edge and _continuation(scr, tri_list, [end_t], t, a, b, c) is not None:
+            return None  # the surface runs on into the triangle that `end` shows
+        nxt = _continuation(scr, tri_list, on_edge, t, a, b, c)
         if nxt is None:
             ex, ey = scr[b][0] - scr[a][0], scr[b][1] - scr[a][1]
             along, across = (ex, ey) if axis == 0 else (ey, ex)
