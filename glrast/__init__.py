@@ -3,6 +3,7 @@
 Drop-in for ``import nvdiffrast.torch as dr``: ``import glrast as dr``.
 """
 
+from . import camera, mesh
 from ._log import get_log_level, set_log_level
 from ._version import __version__
 from .antialias import antialias, antialias_construct_topology_hash
@@ -18,10 +19,12 @@ __all__ = [
     "RasterizeGLContext",
     "__version__",
     "antialias",
+    "camera",
     "antialias_construct_topology_hash",
     "doctor",
     "get_log_level",
     "interpolate",
+    "mesh",
     "rasterize",
     "set_log_level",
     "texture",
