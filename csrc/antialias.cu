@@ -27,7 +27,7 @@ struct HashParams {
 
 struct AntialiasParams {
     const float* color;      // [N, H, W, C]
-    const float* rast;       // [N, H, W, 4]
+    const float* rast;       // [N, H, W, 4] (forward only)
     const float* pos;        // [N, V, 4] (instanced) or [V, 4] (range mode)
     const int* tri;          // [T, 3]
     const u64* keys;         // topology hash
@@ -146,11 +146,9 @@ GLRAST_HD int continuation(const AntialiasParams& p, const Segment& seg, int t, 
     return found;
 }
 
-// The silhouette edge (a, b) the segment crosses at dc, walking from triangle t (which holds
-// the segment's start) across edges where the surface continues; a = -1 if none is found.
 struct Hit {
-    int a, b;
-    float dc;
+    int a, b;  // the silhouette edge's vertex indices; a = -1: none
+    float dc;  // where the segment crosses it
 };
 
 // A bound on the triangles one walk visits: enough for a 1.3M-triangle sphere's outline at 256^2
@@ -161,6 +159,8 @@ struct Hit {
 // rounding error outside the triangle's edge line as computed here. Such crossings count, clamped.
 #define AA_TOLERANCE 0.0625f
 
+// The silhouette edge the segment crosses, walking from triangle t (which holds the segment's
+// start) across edges where the surface continues; end_triangle is what the segment's end shows.
 GLRAST_HD Hit find_silhouette(const AntialiasParams& p, const Segment& seg, int t, int end_triangle) {
     const Hit none = {-1, -1, 0.f};
     int ea = -1, eb = -1;  // the edge through which the walk entered t
@@ -206,7 +206,8 @@ GLRAST_HD Hit find_silhouette(const AntialiasParams& p, const Segment& seg, int 
 GLRAST_HD Segment segment_from(const AntialiasParams& p, i64 start, i64 end, int axis) {
     i64 pix = start % ((i64)p.height * p.width);
     int row = (int)(pix / p.width), col = (int)(pix - (i64)row * p.width);
-    return {col + 0.5f, row + 0.5f, end > start ? 1.f : -1.f, axis, start / ((i64)p.height * p.width) * p.verts_per_image};
+    i64 image = start / ((i64)p.height * p.width);
+    return {col + 0.5f, row + 0.5f, end > start ? 1.f : -1.f, axis, image * p.verts_per_image};
 }
 
 // The pair's two pixels; false where the neighbour is outside the image.

@@ -63,9 +63,10 @@ GL): "the side of a line" is where the triangle's visible part lies.
 Implementation (csrc/antialias.cu): the topology hash maps every undirected
 edge to its triangles (one hash entry per (edge, triangle), inserted with an
 atomic compare-and-swap). One kernel thread per pixel pair decides the pair
-and records (amount, direction, silhouette edge); the blend and the colour gradient
-gather each pixel's records, so every output is written by one thread and
-the result is deterministic; the position gradient scatters with atomics.
+and records (amount, direction, silhouette edge); the blend and the colour
+gradient gather each pixel's records, so every output is written by one
+thread and the result is deterministic; the position gradient scatters with
+atomics.
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ def _params(color, rast, pos, tri, topo: TopologyHash, boost: float, **tensors) 
     n, h, w, c = color.shape
     p = AntialiasParams(
         color=color.data_ptr(),
-        rast=rast.data_ptr(),
+        rast=kernels.ptr(rast),
         pos=pos.data_ptr(),
         tri=tri.data_ptr(),
         keys=topo.keys.data_ptr(),
@@ -184,20 +185,20 @@ class _Antialias(torch.autograd.Function):
         mod = kernels.module("antialias", color.device)
         mod.launch("antialias_pairs", params, 2 * n * h * w)
         mod.launch("antialias_blend", params, n * h * w)
-        ctx.save_for_backward(color, rast, pos, tri, alpha, edge)
+        ctx.save_for_backward(color, pos, tri, alpha, edge)
         ctx.topo, ctx.boost = topo, boost
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        color, rast, pos, tri, alpha, edge = ctx.saved_tensors
+        color, pos, tri, alpha, edge = ctx.saved_tensors
         n, h, w, _ = color.shape
         grad_out = grad_out.contiguous()
         want_color, _, want_pos = ctx.needs_input_grad[:3]
         grad_color = torch.empty_like(color) if want_color else None
         grad_pos = torch.zeros_like(pos) if want_pos else None
         params = _params(
-            color, rast, pos, tri, ctx.topo, ctx.boost,
+            color, None, pos, tri, ctx.topo, ctx.boost,  # the records stand for rast
             alpha=alpha, edge=edge, grad_out=grad_out, grad_color=grad_color, grad_pos=grad_pos,
         )  # fmt: skip
         mod = kernels.module("antialias", color.device)
