@@ -1,8 +1,14 @@
-# `make demo` runs the main job, `make test` the test suite; both set up .venv first.
+# `make demo` runs the main job, `make test` the test suite (what CI runs); both set up .venv first.
 PY := .venv/bin/python
 VENV_STAMP := .venv/.glrast-installed
+# The kernel tests once more with the host build under AddressSanitizer + UBSan.
+SANITIZE := GLRAST_CACHE_DIR=$(CURDIR)/.venv/sanitizer-cache \
+	GLRAST_HOST_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
+	LD_PRELOAD="$$(c++ -print-file-name=libasan.so) $$(c++ -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=0
+KERNEL_TESTS := tests/test_raster.py tests/test_interpolate.py tests/test_texture.py tests/test_antialias.py
 
-.PHONY: demo test lint bench venv
+.PHONY: demo test test-sanitizers lint bench venv
 
 venv: $(VENV_STAMP)
 
@@ -17,9 +23,15 @@ $(VENV_STAMP): pyproject.toml
 demo: $(VENV_STAMP)
 	$(PY) -m glrast demo cube --out out/cube
 
-test: $(VENV_STAMP)
+lint: $(VENV_STAMP)
 	$(PY) -m ruff check glrast tests examples benchmarks
+
+test: lint $(VENV_STAMP)
 	$(PY) -m pytest -q
+	$(MAKE) test-sanitizers
+
+test-sanitizers: $(VENV_STAMP)
+	$(SANITIZE) $(PY) -m pytest -q -p no:cacheprovider $(KERNEL_TESTS)
 
 bench: $(VENV_STAMP)
 	$(PY) benchmarks/bench_raster.py
