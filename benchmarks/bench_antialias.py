@@ -22,46 +22,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 
 import torch
+from _timing import LEVELS, icosphere_scene, timed
 
 import glrast as dr
-from glrast import camera, mesh
-
-LEVELS = {"5k": 4, "80k": 6, "1.3M": 8}
-
-
-def scene(level: int, soup: bool):
-    verts, tri = mesh.icosphere(level)
-    if soup:
-        verts, tri = verts[tri.long().flatten()], torch.arange(3 * tri.shape[0], dtype=torch.int32).view(-1, 3)
-    mvp = camera.perspective(45.0, 1.0, 0.1, 10.0) @ camera.look_at((0.0, 0.0, 3.0), (0.0, 0.0, 0.0), (0.0, 1.0, 0.0))
-    colors = torch.rand(verts.shape[0], 3, generator=torch.Generator().manual_seed(0))
-    return camera.transform(mvp, verts), tri, colors
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, device: torch.device, runs: int) -> float:
-    """Median of `runs` calls after one warm-up, in milliseconds."""
-    fn()
-    sync(device)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
 
 
 def bench_case(glctx, device, level: int, soup: bool, res: int, runs: int) -> str:
-    pos, tri, colors = (x.to(device) for x in scene(level, soup))
+    pos, tri, colors = (x.to(device) for x in icosphere_scene(level, soup))
     with torch.no_grad():
         rast, _ = dr.rasterize(glctx, pos, tri, (res, res), grad_db=False)
         color, _ = dr.interpolate(colors, rast, tri)
@@ -69,9 +38,9 @@ def bench_case(glctx, device, level: int, soup: bool, res: int, runs: int) -> st
     with torch.no_grad():
         out = dr.antialias(color, rast, pos, tri, topology_hash=topo)
         pairs = int((out != color).any(-1).sum())
-        t_hash = timed(lambda: dr.antialias_construct_topology_hash(tri), device, runs)
-        t_fwd = timed(lambda: dr.antialias(color, rast, pos, tri, topology_hash=topo), device, runs)
-        t_fwd_hash = timed(lambda: dr.antialias(color, rast, pos, tri), device, runs)
+        _, t_hash = timed(lambda: dr.antialias_construct_topology_hash(tri), device, runs)
+        _, t_fwd = timed(lambda: dr.antialias(color, rast, pos, tri, topology_hash=topo), device, runs)
+        _, t_fwd_hash = timed(lambda: dr.antialias(color, rast, pos, tri), device, runs)
     pos_g, color_g = pos.clone().requires_grad_(True), color.clone().requires_grad_(True)
     grad_out = torch.randn_like(color)
 
@@ -79,7 +48,7 @@ def bench_case(glctx, device, level: int, soup: bool, res: int, runs: int) -> st
         out = dr.antialias(color_g, rast, pos_g, tri, topology_hash=topo)
         torch.autograd.grad(out, (color_g, pos_g), grad_out)
 
-    t_fb = timed(forward_backward, device, runs)
+    _, t_fb = timed(forward_backward, device, runs)
     kind = "soup" if soup else "mesh"
     return (
         f"| {device.type} | {tri.shape[0]:,} {kind} | {res}² | {pairs:,} | {t_hash:.1f} | {t_fwd:.1f} "

@@ -13,45 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
-import time
 
 import torch
+from _timing import LEVELS, icosphere_scene, timed
 
 import glrast as dr
-from glrast import camera, mesh
-
-LEVELS = {"5k": 4, "80k": 6, "1.3M": 8}
-
-
-def scene(level: int, device: torch.device):
-    verts, tri = mesh.icosphere(level)
-    mvp = camera.perspective(45.0, 1.0, 0.1, 10.0) @ camera.look_at((0.0, 0.0, 3.0), (0.0, 0.0, 0.0), (0.0, 1.0, 0.0))
-    pos = camera.transform(mvp, verts)
-    colors = torch.rand(verts.shape[0], 3, generator=torch.Generator().manual_seed(0))
-    return pos.to(device), tri.to(device), colors.to(device)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, device, runs: int) -> tuple[float, float]:
-    """(first call, median of `runs` calls after one warm-up) in milliseconds."""
-    t0 = time.perf_counter()
-    fn()
-    sync(device)
-    first = time.perf_counter() - t0
-    fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return 1e3 * first, 1e3 * statistics.median(times)
 
 
 def main() -> None:
@@ -70,18 +37,18 @@ def main() -> None:
     print("| tris | res | first call fwd+bwd (ms) | fwd (ms) | fwd+bwd (ms) |")
     print("|---:|---:|---:|---:|---:|")
     for size in sizes:
-        pos, tri, colors = scene(LEVELS[size], device)
+        pos, tri, colors = (x.to(device) for x in icosphere_scene(LEVELS[size]))
         for res in resolutions:
             pos_g = pos.clone().requires_grad_(True)
             col_g = colors.clone().requires_grad_(True)
 
-            def forward(p=pos, c=colors, res=res):
+            def forward(p=pos, c=colors, tri=tri, res=res):
                 rast, _ = dr.rasterize(glctx, p, tri, (res, res))
                 image, _ = dr.interpolate(c, rast, tri)
                 return image
 
-            def forward_backward(res=res):
-                image = forward(pos_g, col_g, res)
+            def forward_backward(inputs=(pos_g, col_g), tri=tri, res=res):
+                image = forward(*inputs, tri=tri, res=res)
                 image.square().mean().backward()
 
             first, fwd_bwd = timed(forward_backward, device, args.runs)

@@ -22,11 +22,10 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import statistics
 import tempfile
-import time
 
 import torch
+from _timing import timed
 from torch.nn.functional import grid_sample
 
 import glrast as dr
@@ -42,27 +41,6 @@ def lookups(res: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]
     uv = torch.stack([c * xs - s * ys + 0.1, s * xs + c * ys + 0.1], -1)[None]
     uv_da = torch.tensor([c, -s, s, c]).expand(1, res, res, 4)
     return uv.to(device), uv_da.contiguous().to(device)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, device: torch.device, runs: int) -> tuple[float, float]:
-    """(first call, median of `runs` calls after one warm-up) in milliseconds."""
-    t0 = time.perf_counter()
-    fn()
-    sync(device)
-    first = time.perf_counter() - t0
-    fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return 1e3 * first, 1e3 * statistics.median(times)
 
 
 def bench_device(device: torch.device, res: int, tex_sizes: list[int], channels: int, runs: int) -> None:
