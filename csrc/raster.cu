@@ -1,68 +1,111 @@
-// Backward of rasterize: d(loss)/d(u, v, du/dX, du/dY, dv/dX, dv/dY) -> d(loss)/d(pos).
+// rasterize, after the GL pass: the fixed-function rasterizer has decided
+// coverage and depth and written one triangle id per pixel; these kernels turn
+// ids into rast = (u, v, z/w, id+1) and rast_db = (du/dX, du/dY, dv/dX, dv/dY),
+// and run that computation backwards.
 //
-// Per covered pixel, the barycentrics are recomputed in closed form from the
-// pixel centre (xn, yn in NDC) and the clip-space vertices p_k = (x, y, z, w):
+// Per covered pixel, the barycentrics come in closed form from the pixel
+// centre (xn, yn in NDC) and the clip-space vertices p_k = (x, y, z, w):
 //     L_k = c_k + a_k xn + b_k yn,   (k, j, l) in {(0,1,2), (1,2,0), (2,0,1)}
 //     c_k = x_j y_l - x_l y_j,  a_k = y_j w_l - y_l w_j,  b_k = x_l w_j - x_j w_l
-//     S = sum L_k,  u = L_0 / S,  v = L_1 / S,
+//     S = sum L_k,  u = L_0 / S,  v = L_1 / S,  z/w = sum L_k z_k / sum L_k w_k,
 //     du/dxn = (a_0 - u Sa) / S,  du/dyn = (b_0 - u Sb) / S   (Sa = sum a_k, Sb = sum b_k)
-// and du/dX = du/dxn * 2/W, du/dY = du/dyn * 2/H (likewise for v); this is the
-// formula shaders/rasterize.frag evaluates. The chain rule below runs it
-// backwards and scatters onto x, y, w of the three vertices with atomics.
+// (the L_k are the clip-space barycentrics up to a common factor, so the result
+// is perspective-correct), and du/dX = du/dxn * 2/W, du/dY = du/dyn * 2/H.
 #include "common.h"
 
-struct RasterGradParams {
+struct RasterParams {
     const float* pos;        // [N, V, 4] (instanced) or [V, 4] (range mode)
     const int* tri;          // [T, 3]
-    const float* rast;       // [N, H, W, 4]
-    const float* grad_rast;  // [N, H, W, 4]; channels 0, 1 used
-    const float* grad_db;    // [N, H, W, 4] or null
-    float* grad_pos;         // like pos, zero-initialised
+    const int* ids;          // forward: [N, H, W] triangle id + 1 from GL, 0 = empty
+    float* rast;             // forward: output [N, H, W, 4]; backward: input
+    float* rast_db;          // forward: output [N, H, W, 4] or null
+    const float* grad_rast;  // backward: [N, H, W, 4]; channels 0, 1 used
+    const float* grad_db;    // backward: [N, H, W, 4] or null
+    float* grad_pos;         // backward: like pos, zero-initialised
     int height, width;
     int verts_per_image;     // V in instanced mode, 0 in range mode
+    int num_tris;            // T: ids outside [1, T] are treated as empty
 };
 
-GLRAST_KERNEL(raster_grad, RasterGradParams) {
-    const float* r = p.rast + 4 * i;
-    int t = decode_triangle_id(r[3]);
-    if (t < 0) return;
+struct Setup {
+    i64 vi[3];                         // vertex indices (within pos)
+    float x[3], y[3], z[3], w[3];
+    float a[3], b[3], L[3];
+    float xn, yn, S;
+};
+
+GLRAST_HD float encode_triangle_id(int id1) {
+    return id1 <= 16777216 ? (float)id1 : bits_float(0x4A800000 + id1);
+}
+
+// Loads triangle t for pixel i and evaluates the L_k; false if S is 0 or not finite.
+GLRAST_HD bool setup(const RasterParams& p, i64 i, int t, Setup& s) {
+    i64 hw = (i64)p.height * p.width;
+    i64 image = i / hw, pix = i - image * hw;
+    int row = (int)(pix / p.width), col = (int)(pix - (i64)row * p.width);
+    s.xn = (col + 0.5f) * (2.f / p.width) - 1.f;
+    s.yn = (row + 0.5f) * (2.f / p.height) - 1.f;
+    i64 vbase = image * p.verts_per_image;
+    for (int k = 0; k < 3; ++k) {
+        s.vi[k] = vbase + p.tri[3 * (i64)t + k];
+        const float* pk = p.pos + 4 * s.vi[k];
+        s.x[k] = pk[0]; s.y[k] = pk[1]; s.z[k] = pk[2]; s.w[k] = pk[3];
+    }
+    for (int k = 0; k < 3; ++k) {
+        int j = (k + 1) % 3, l = (k + 2) % 3;
+        float c = s.x[j] * s.y[l] - s.x[l] * s.y[j];
+        s.a[k] = s.y[j] * s.w[l] - s.y[l] * s.w[j];
+        s.b[k] = s.x[l] * s.w[j] - s.x[j] * s.w[l];
+        s.L[k] = c + s.a[k] * s.xn + s.b[k] * s.yn;
+    }
+    s.S = s.L[0] + s.L[1] + s.L[2];
+    return fabsf(s.S) > 0.f && is_finite_f32(s.S);
+}
+
+GLRAST_KERNEL(raster_fwd, RasterParams) {
+    float* r = p.rast + 4 * i;
+    float* db = p.rast_db ? p.rast_db + 4 * i : nullptr;
+    int id1 = p.ids[i];
+    r[0] = r[1] = r[2] = r[3] = 0.f;
+    if (db) db[0] = db[1] = db[2] = db[3] = 0.f;
+    if (id1 <= 0 || id1 > p.num_tris) return;
+    r[3] = encode_triangle_id(id1);
+    Setup s;
+    // A non-finite or degenerate triangle keeps its id, with zero barycentrics.
+    if (!setup(p, i, id1 - 1, s)) return;
+    float inv = 1.f / s.S;
+    float u = s.L[0] * inv, v = s.L[1] * inv;
+    r[0] = u;
+    r[1] = v;
+    r[2] = (s.L[0] * s.z[0] + s.L[1] * s.z[1] + s.L[2] * s.z[2]) / (s.L[0] * s.w[0] + s.L[1] * s.w[1] + s.L[2] * s.w[2]);
+    if (!db) return;
+    float Sa = s.a[0] + s.a[1] + s.a[2], Sb = s.b[0] + s.b[1] + s.b[2];
+    float sx = 2.f / p.width, sy = 2.f / p.height;
+    db[0] = (s.a[0] - u * Sa) * inv * sx;
+    db[1] = (s.b[0] - u * Sb) * inv * sy;
+    db[2] = (s.a[1] - v * Sa) * inv * sx;
+    db[3] = (s.b[1] - v * Sb) * inv * sy;
+}
+
+GLRAST_KERNEL(raster_grad, RasterParams) {
+    int t = decode_triangle_id(p.rast[4 * i + 3]);
+    if (t < 0 || t >= p.num_tris) return;
     const float* gr = p.grad_rast + 4 * i;
     float gu = gr[0], gv = gr[1];
     float gux = 0.f, guy = 0.f, gvx = 0.f, gvy = 0.f;
-    float sx = 2.f / p.width, sy = 2.f / p.height;
     if (p.grad_db) {
+        float sx = 2.f / p.width, sy = 2.f / p.height;
         const float* gd = p.grad_db + 4 * i;
         gux = gd[0] * sx; guy = gd[1] * sy; gvx = gd[2] * sx; gvy = gd[3] * sy;  // w.r.t. xn, yn
     }
     if (gu == 0.f && gv == 0.f && gux == 0.f && guy == 0.f && gvx == 0.f && gvy == 0.f) return;
-
-    i64 hw = (i64)p.height * p.width;
-    i64 image = i / hw, pix = i - image * hw;
-    int row = (int)(pix / p.width), col = (int)(pix - (i64)row * p.width);
-    float xn = (col + 0.5f) * sx - 1.f;
-    float yn = (row + 0.5f) * sy - 1.f;
-
-    i64 vbase = (i64)image * p.verts_per_image;
-    int vi[3];
-    float x[3], y[3], w[3];
-    for (int k = 0; k < 3; ++k) {
-        vi[k] = p.tri[3 * (i64)t + k];
-        const float* pk = p.pos + 4 * (vbase + vi[k]);
-        x[k] = pk[0]; y[k] = pk[1]; w[k] = pk[3];
-    }
-    float a[3], b[3], L[3];
-    for (int k = 0; k < 3; ++k) {
-        int j = (k + 1) % 3, l = (k + 2) % 3;
-        float c = x[j] * y[l] - x[l] * y[j];
-        a[k] = y[j] * w[l] - y[l] * w[j];
-        b[k] = x[l] * w[j] - x[j] * w[l];
-        L[k] = c + a[k] * xn + b[k] * yn;
-    }
-    float S = L[0] + L[1] + L[2];
-    if (!(fabsf(S) > 0.f) || !is_finite_f32(S)) return;
-    float inv = 1.f / S, inv2 = inv * inv;
+    Setup s;
+    if (!setup(p, i, t, s)) return;
+    const float* a = s.a;
+    const float* b = s.b;
+    float inv = 1.f / s.S, inv2 = inv * inv;
     float Sa = a[0] + a[1] + a[2], Sb = b[0] + b[1] + b[2];
-    float u = L[0] * inv, v = L[1] * inv;
+    float u = s.L[0] * inv, v = s.L[1] * inv;
 
     // Gradients w.r.t. the intermediate quantities L_k, a_k, b_k.
     float gL0 = gu * inv - (gux * Sa + guy * Sb) * inv2;
@@ -76,12 +119,15 @@ GLRAST_KERNEL(raster_grad, RasterGradParams) {
     float gAk[3] = {gux * inv + gSa, gvx * inv + gSa, gSa};
     float gBk[3] = {guy * inv + gSb, gvy * inv + gSb, gSb};
 
+    const float* x = s.x;
+    const float* y = s.y;
+    const float* w = s.w;
     float gx[3] = {0.f, 0.f, 0.f}, gy[3] = {0.f, 0.f, 0.f}, gw[3] = {0.f, 0.f, 0.f};
     for (int k = 0; k < 3; ++k) {
         int j = (k + 1) % 3, l = (k + 2) % 3;
         float gc = gLk[k];
-        float ga = gAk[k] + xn * gLk[k];
-        float gb = gBk[k] + yn * gLk[k];
+        float ga = gAk[k] + s.xn * gLk[k];
+        float gb = gBk[k] + s.yn * gLk[k];
         // c = x_j y_l - x_l y_j
         gx[j] += gc * y[l]; gy[l] += gc * x[j]; gx[l] -= gc * y[j]; gy[j] -= gc * x[l];
         // a = y_j w_l - y_l w_j
@@ -90,7 +136,7 @@ GLRAST_KERNEL(raster_grad, RasterGradParams) {
         gx[l] += gb * w[j]; gw[j] += gb * x[l]; gx[j] -= gb * w[l]; gw[l] -= gb * x[j];
     }
     for (int k = 0; k < 3; ++k) {
-        float* g = p.grad_pos + 4 * (vbase + vi[k]);
+        float* g = p.grad_pos + 4 * s.vi[k];
         atomic_add_f32(g + 0, gx[k]);
         atomic_add_f32(g + 1, gy[k]);
         atomic_add_f32(g + 3, gw[k]);

@@ -24,7 +24,6 @@ import torch
 from . import kernels
 
 GL_TEXTURE_2D = 0x0DE1
-PIXEL_BYTES = 16  # RGBA float32 render targets
 
 # Likely causes of a pending glGetError code when a CUDA interop call fails, by name
 # (as ModernGL's Context.error spells them).
@@ -84,7 +83,8 @@ class CudaTargets:
 
     def copy(self, outs: Sequence[tuple[int, torch.Tensor]], viewport: tuple[int, int, int, int]) -> None:
         """Copy the viewport of registered texture `i` into `out` for each (i, out);
-        out: [H, W, 4] float32, contiguous, on this device. Asynchronous on torch's stream."""
+        out: [H, W] or [H, W, C], contiguous, on this device, its element type that of
+        the texture's texels. Asynchronous on torch's stream."""
         driver = self._driver
         x, y, width, height = viewport
         stream = torch.cuda.current_stream(self.device).cuda_stream
@@ -96,16 +96,17 @@ class CudaTargets:
             self._check(driver.cuGraphicsMapResources(len(handles), address, stream), "mapping")
             try:
                 for handle, (_, out) in zip(handles, outs):
+                    pixel_bytes = out.numel() // (width * height) * out.element_size()
                     array = self._check(driver.cuGraphicsSubResourceGetMappedArray(handle, 0, 0), "mapped array")
                     desc = driver.CUDA_MEMCPY2D()
                     desc.srcMemoryType = driver.CUmemorytype.CU_MEMORYTYPE_ARRAY
                     desc.srcArray = array
-                    desc.srcXInBytes = x * PIXEL_BYTES
+                    desc.srcXInBytes = x * pixel_bytes
                     desc.srcY = y
                     desc.dstMemoryType = driver.CUmemorytype.CU_MEMORYTYPE_DEVICE
                     desc.dstDevice = out.data_ptr()
-                    desc.dstPitch = width * PIXEL_BYTES
-                    desc.WidthInBytes = width * PIXEL_BYTES
+                    desc.dstPitch = width * pixel_bytes
+                    desc.WidthInBytes = width * pixel_bytes
                     desc.Height = height
                     self._check(driver.cuMemcpy2DAsync(desc, stream), "copy")
             except BaseException:
@@ -143,14 +144,16 @@ class TargetReader:
     def read(
         self,
         fbo: Any,
-        outs: Sequence[tuple[int, torch.Tensor]],  # (colour attachment, [H, W, 4] float32 contiguous)
+        outs: Sequence[tuple[int, torch.Tensor]],  # (colour attachment, [H, W] or [H, W, C] contiguous)
         viewport: tuple[int, int, int, int],  # (x, y, width, height) in pixels; rows bottom-up as GL stores them
     ) -> None:
         """Copy each listed attachment's viewport into its tensor (all on one device)."""
         device = outs[0][1].device
         if device.type == "cpu":
             for attachment, out in outs:
-                fbo.read_into(out.numpy(), viewport=viewport, components=4, attachment=attachment, dtype="f4")
+                components = out.numel() // (viewport[2] * viewport[3])
+                dtype = "f4" if out.is_floating_point() else "u4"
+                fbo.read_into(out.numpy(), viewport=viewport, components=components, attachment=attachment, dtype=dtype)
             return
         if self._cuda is None:
             self._cuda = CudaTargets(fbo.ctx, fbo.color_attachments, device)

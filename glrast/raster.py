@@ -18,26 +18,36 @@ _FN = "rasterize"
 class RasterPipeline:
     """The GL objects of the visibility pass, owned by one RasterizeGLContext.
 
-    Buffers and render targets grow to the largest size seen and are reused;
-    images of a batch are drawn one after another into the same target and
-    read back in turn, so the target never needs more than one image.
+    The GL pass writes one triangle id (+1) per pixel into an R32UI target; the
+    raster_fwd kernel then computes rast and rast_db from the ids. Buffers and
+    render targets grow to the largest size seen and are reused; images of a
+    batch are drawn one after another into the same target and read back in
+    turn, so the target never needs more than one image.
     """
 
     def __init__(self, gl: moderngl.Context):
         self.gl = gl
-        shaders = resource_dir("shaders")
-        self.program = gl.program(
-            vertex_shader=(shaders / "rasterize.vert").read_text(),
-            fragment_shader=(shaders / "rasterize.frag").read_text(),
-        )
-        self.program["prev_rast"].value = 0
         self.pos_buf = gl.buffer(reserve=16)
         self.tri_buf = gl.buffer(reserve=12)
-        self.vao = gl.vertex_array(self.program, [], index_buffer=self.tri_buf, index_element_size=4)
+        self.programs: dict[bool, tuple[moderngl.Program, moderngl.VertexArray]] = {}
         self.size = (0, 0)  # (width, height) of the render target
         self.targets: list[Any] = []
         self.reader = interop.TargetReader()
         self._uploaded: dict[int, tuple[torch.Tensor, int]] = {}
+
+    def _program(self, peel: bool) -> tuple[moderngl.Program, moderngl.VertexArray]:
+        """The plain program, or the depth-peeling variant (built on first use)."""
+        if peel not in self.programs:
+            shaders = resource_dir("shaders")
+            frag = (shaders / "rasterize.frag").read_text()
+            if peel:
+                frag = frag.replace("#version 430\n", "#version 430\n#define PEEL\n", 1)
+            program = self.gl.program(vertex_shader=(shaders / "rasterize.vert").read_text(), fragment_shader=frag)
+            if peel:
+                program["prev_rast"].value = 0
+            vao = self.gl.vertex_array(program, [], index_buffer=self.tri_buf, index_element_size=4)
+            self.programs[peel] = (program, vao)
+        return self.programs[peel]
 
     def _grow(self, height: int, width: int) -> None:
         w, h = max(width, self.size[0]), max(height, self.size[1])
@@ -46,14 +56,13 @@ class RasterPipeline:
         self.reader.reset()
         for obj in self.targets:
             obj.release()
-        rast_tex = self.gl.texture((w, h), 4, dtype="f4")
-        db_tex = self.gl.texture((w, h), 4, dtype="f4")
+        ids = self.gl.texture((w, h), 1, dtype="u4")
         depth = self.gl.depth_renderbuffer((w, h))
         prev = self.gl.texture((w, h), 4, dtype="f4")
         prev.filter = (moderngl.NEAREST, moderngl.NEAREST)
-        self.fbo = self.gl.framebuffer(color_attachments=[rast_tex, db_tex], depth_attachment=depth)
+        self.fbo = self.gl.framebuffer(color_attachments=[ids], depth_attachment=depth)
         self.prev_tex = prev
-        self.targets = [self.fbo, rast_tex, db_tex, depth, prev]
+        self.targets = [self.fbo, ids, depth, prev]
         self.size = (w, h)
 
     def _upload(self, buf: moderngl.Buffer, data: torch.Tensor) -> None:
@@ -75,18 +84,17 @@ class RasterPipeline:
         draws: list[tuple[int, int, int]],
         height: int,
         width: int,
-        with_db: bool,
         prev_rast: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rasterize one image per (vertex_base, first_tri, tri_count) in `draws`."""
+    ) -> torch.Tensor:
+        """Rasterize one image per (vertex_base, first_tri, tri_count) in `draws`;
+        returns the ids [N, H, W] int32 (triangle id + 1, 0 where empty)."""
         self._grow(height, width)
         self._upload(self.pos_buf, pos)
         self._upload(self.tri_buf, tri)
         self.pos_buf.bind_to_storage_buffer(0)
         self.tri_buf.bind_to_storage_buffer(1)
-        n = len(draws)
-        rast = torch.empty(n, height, width, 4, dtype=torch.float32, device=pos.device)
-        rast_db = torch.empty(n, height, width, 4 if with_db else 0, dtype=torch.float32, device=pos.device)
+        program, vao = self._program(prev_rast is not None)
+        ids = torch.empty(len(draws), height, width, dtype=torch.int32, device=pos.device)
         viewport = (0, 0, width, height)
         gl = self.gl
         gl.enable(moderngl.DEPTH_TEST)
@@ -94,48 +102,75 @@ class RasterPipeline:
         gl.disable(moderngl.CULL_FACE | moderngl.BLEND)
         self.fbo.use()
         self.fbo.viewport = viewport
-        self.program["ndc_scale"].value = (2.0 / width, 2.0 / height)
-        self.program["peel"].value = prev_rast is not None
+        if prev_rast is not None:
+            program["ndc_scale"].value = (2.0 / width, 2.0 / height)
         for layer, (vertex_base, first, count) in enumerate(draws):
             self.fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0, viewport=viewport)
             if prev_rast is not None:
                 self.prev_tex.write(prev_rast[layer].detach().cpu().contiguous().numpy(), viewport=viewport)
                 self.prev_tex.use(0)
-            self.program["vertex_base"].value = vertex_base
-            self.program["tri_base"].value = first
+            program["vertex_base"].value = vertex_base
+            program["tri_base"].value = first
             if count > 0:
-                self.vao.render(moderngl.TRIANGLES, vertices=3 * count, first=3 * first)
-            outs = [(0, rast[layer]), (1, rast_db[layer])] if with_db else [(0, rast[layer])]
-            self.reader.read(self.fbo, outs, viewport)
-        return rast, rast_db
+                vao.render(moderngl.TRIANGLES, vertices=3 * count, first=3 * first)
+            self.reader.read(self.fbo, [(0, ids[layer])], viewport)
+        return ids
 
     def release(self) -> None:
         self.reader.reset()
         self._uploaded.clear()
-        for obj in (*self.targets, self.vao, self.pos_buf, self.tri_buf, self.program):
+        for program, vao in self.programs.values():
+            vao.release()
+            program.release()
+        for obj in (*self.targets, self.pos_buf, self.tri_buf):
             obj.release()
         self.targets = []
+        self.programs = {}
 
 
-class RasterGradParams(ctypes.Structure):
+class RasterParams(ctypes.Structure):
     _fields_ = [
         ("pos", ctypes.c_void_p),
         ("tri", ctypes.c_void_p),
+        ("ids", ctypes.c_void_p),
         ("rast", ctypes.c_void_p),
+        ("rast_db", ctypes.c_void_p),
         ("grad_rast", ctypes.c_void_p),
         ("grad_db", ctypes.c_void_p),
         ("grad_pos", ctypes.c_void_p),
         ("height", ctypes.c_int),
         ("width", ctypes.c_int),
         ("verts_per_image", ctypes.c_int),
+        ("num_tris", ctypes.c_int),
     ]
+
+
+def _params(pos: torch.Tensor, tri: torch.Tensor, rast: torch.Tensor, **tensors: torch.Tensor | None) -> RasterParams:
+    _, height, width, _ = rast.shape
+    params = RasterParams(
+        pos=pos.data_ptr(),
+        tri=tri.data_ptr(),
+        rast=rast.data_ptr(),
+        height=height,
+        width=width,
+        verts_per_image=pos.shape[1] if pos.ndim == 3 else 0,
+        num_tris=tri.shape[0],
+    )
+    for name, t in tensors.items():
+        setattr(params, name, kernels.ptr(t))
+    return params
 
 
 class _Rasterize(torch.autograd.Function):
     @staticmethod
     def forward(ctx, pos, tri, draws, glctx, height, width, grad_db, prev_rast):
         with glctx.activate():
-            rast, rast_db = glctx.pipeline().draw(pos, tri, draws, height, width, glctx.output_db, prev_rast)
+            ids = glctx.pipeline().draw(pos, tri, draws, height, width, prev_rast)
+        n = len(draws)
+        rast = torch.empty(n, height, width, 4, dtype=torch.float32, device=pos.device)
+        rast_db = torch.empty(n, height, width, 4 if glctx.output_db else 0, dtype=torch.float32, device=pos.device)
+        params = _params(pos, tri, rast, ids=ids, rast_db=rast_db if glctx.output_db else None)
+        kernels.module("raster", pos.device).launch("raster_fwd", params, n * height * width)
         ctx.save_for_backward(pos, tri, rast)
         ctx.grad_db = grad_db and glctx.output_db
         return rast, rast_db
@@ -143,23 +178,13 @@ class _Rasterize(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_rast, grad_rast_db):
         pos, tri, rast = ctx.saved_tensors
+        # Kept in locals: the kernel only sees raw pointers, so the tensors must outlive the launch.
         grad_rast = grad_rast.contiguous()
         use_db = ctx.grad_db and grad_rast_db is not None and grad_rast_db.numel() > 0
         grad_db = grad_rast_db.contiguous() if use_db else None
         grad_pos = torch.zeros_like(pos)
-        n, h, w, _ = rast.shape
-        params = RasterGradParams(
-            pos.data_ptr(),
-            tri.data_ptr(),
-            rast.data_ptr(),
-            grad_rast.data_ptr(),
-            kernels.ptr(grad_db),
-            grad_pos.data_ptr(),
-            h,
-            w,
-            pos.shape[1] if pos.ndim == 3 else 0,
-        )
-        kernels.module("raster", pos.device).launch("raster_grad", params, n * h * w)
+        params = _params(pos, tri, rast, grad_rast=grad_rast, grad_db=grad_db, grad_pos=grad_pos)
+        kernels.module("raster", pos.device).launch("raster_grad", params, rast[..., 0].numel())
         return grad_pos, None, None, None, None, None, None, None
 
 
