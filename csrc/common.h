@@ -25,6 +25,7 @@ GLRAST_HD u64 atomic_cas_u64(u64* addr, u64 expected, u64 desired) { return atom
 GLRAST_HD int float_bits(float x) { return __float_as_int(x); }
 GLRAST_HD float bits_float(int x) { return __int_as_float(x); }
 GLRAST_HD bool is_finite_f32(float x) { return isfinite(x); }
+GLRAST_HD int thread_slot() { return 0; }
 
 #define GLRAST_ENTRY(NAME, PARAMS)                                                          \
     extern "C" __global__ void NAME(const PARAMS p, i64 n) {                                \
@@ -35,6 +36,7 @@ GLRAST_HD bool is_finite_f32(float x) { return isfinite(x); }
 
 #else  // host build
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 #include <atomic>
 #include <cstdint>
@@ -58,6 +60,9 @@ GLRAST_HD u64 atomic_cas_u64(u64* addr, u64 expected, u64 desired) {
 GLRAST_HD int float_bits(float x) { int r; memcpy(&r, &x, 4); return r; }
 GLRAST_HD float bits_float(int x) { float r; memcpy(&r, &x, 4); return r; }
 GLRAST_HD bool is_finite_f32(float x) { return isfinite(x); }
+GLRAST_HD int thread_slot() { return omp_get_thread_num(); }
+// How many accumulation slots a launch may use (see Accumulator).
+extern "C" int glrast_num_threads() { return omp_get_max_threads(); }
 
 #define GLRAST_ENTRY(NAME, PARAMS)                                                          \
     extern "C" void NAME(const PARAMS* pp, i64 n) {                                         \
@@ -66,6 +71,25 @@ GLRAST_HD bool is_finite_f32(float x) { return isfinite(x); }
         for (i64 i = 0; i < n; ++i) NAME##_body(p, i);                                      \
     }
 #endif
+
+// A gradient buffer for scatter-adds from many threads. With one slot it is
+// the buffer itself, updated with atomics (always on CUDA). With one slot per
+// host thread (count = glrast_num_threads(), slot k at data + k * size), each
+// thread adds into its own copy without atomics and the caller sums the slots:
+// on a CPU an uncontended atomic float add costs a compare-and-swap loop,
+// which dominated the vertex-gradient scatters.
+struct Accumulator {
+    float* data;
+    i64 size;   // floats per slot
+    int count;  // number of slots
+};
+
+GLRAST_HD void accumulate(const Accumulator& acc, i64 index, float value) {
+    if (acc.count == 1)
+        atomic_add_f32(acc.data + index, value);
+    else
+        acc.data[thread_slot() * acc.size + index] += value;
+}
 
 #define GLRAST_KERNEL(NAME, PARAMS)                                                         \
     GLRAST_HD void NAME##_body(const PARAMS& p, i64 i);                                     \

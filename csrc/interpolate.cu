@@ -13,7 +13,7 @@ struct InterpolateParams {
     float* out_da;           // [N, H, W, 2D] or null
     const float* grad_out;   // backward: [N, H, W, A]
     const float* grad_da;    // backward: [N, H, W, 2D] or null
-    float* grad_attr;        // backward: like attr, zero-initialised
+    Accumulator grad_attr;   // backward: slots shaped like attr
     float* grad_rast;        // backward: [N, H, W, 4]
     float* grad_rast_db;     // backward: [N, H, W, 4] or null
     i64 pixels_per_image;    // H * W
@@ -66,16 +66,15 @@ GLRAST_KERNEL(interpolate_bwd, InterpolateParams) {
     Corners c = corners(p, i);
     if (c.t < 0) return;
     const float* a[3] = {p.attr + c.row[0], p.attr + c.row[1], p.attr + c.row[2]};
-    float* g[3] = {p.grad_attr + c.row[0], p.grad_attr + c.row[1], p.grad_attr + c.row[2]};
     float u = p.rast[4 * i], v = p.rast[4 * i + 1], s = 1.f - u - v;
     const float* go = p.grad_out + i * p.num_attrs;
     float gu = 0.f, gv = 0.f;
     for (int k = 0; k < p.num_attrs; ++k) {
         float gk = go[k];
         if (gk == 0.f) continue;
-        atomic_add_f32(g[0] + k, u * gk);
-        atomic_add_f32(g[1] + k, v * gk);
-        atomic_add_f32(g[2] + k, s * gk);
+        accumulate(p.grad_attr, c.row[0] + k, u * gk);
+        accumulate(p.grad_attr, c.row[1] + k, v * gk);
+        accumulate(p.grad_attr, c.row[2] + k, s * gk);
         gu += gk * (a[0][k] - a[2][k]);
         gv += gk * (a[1][k] - a[2][k]);
     }
@@ -92,9 +91,9 @@ GLRAST_KERNEL(interpolate_bwd, InterpolateParams) {
         float e0 = a[0][k] - a[2][k], e1 = a[1][k] - a[2][k];
         gdb[0] += gx * e0; gdb[1] += gy * e0; gdb[2] += gx * e1; gdb[3] += gy * e1;
         float g0 = gx * db[0] + gy * db[1], g1 = gx * db[2] + gy * db[3];
-        atomic_add_f32(g[0] + k, g0);
-        atomic_add_f32(g[1] + k, g1);
-        atomic_add_f32(g[2] + k, -g0 - g1);
+        accumulate(p.grad_attr, c.row[0] + k, g0);
+        accumulate(p.grad_attr, c.row[1] + k, g1);
+        accumulate(p.grad_attr, c.row[2] + k, -g0 - g1);
     }
     if (grad_db) for (int k = 0; k < 4; ++k) grad_db[k] = gdb[k];
 }

@@ -21,7 +21,7 @@ struct RasterParams {
     float* rast_db;          // forward: output [N, H, W, 4] or null
     const float* grad_rast;  // backward: [N, H, W, 4]; channels 0, 1 used
     const float* grad_db;    // backward: [N, H, W, 4] or null
-    float* grad_pos;         // backward: like pos, zero-initialised
+    Accumulator grad_pos;    // backward: slots shaped like pos
     int height, width;
     int verts_per_image;     // V in instanced mode, 0 in range mode
     int num_tris;            // T: ids outside [1, T] are treated as empty
@@ -136,9 +136,8 @@ GLRAST_KERNEL(raster_grad, RasterParams) {
         gx[l] += gb * w[j]; gw[j] += gb * x[l]; gx[j] -= gb * w[l]; gw[l] -= gb * x[j];
     }
     for (int k = 0; k < 3; ++k) {
-        float* g = p.grad_pos + 4 * s.vi[k];
-        atomic_add_f32(g + 0, gx[k]);
-        atomic_add_f32(g + 1, gy[k]);
-        atomic_add_f32(g + 3, gw[k]);
+        accumulate(p.grad_pos, 4 * s.vi[k] + 0, gx[k]);
+        accumulate(p.grad_pos, 4 * s.vi[k] + 1, gy[k]);
+        accumulate(p.grad_pos, 4 * s.vi[k] + 3, gw[k]);
     }
 }

@@ -23,7 +23,7 @@ class InterpolateParams(ctypes.Structure):
         ("out_da", ctypes.c_void_p),
         ("grad_out", ctypes.c_void_p),
         ("grad_da", ctypes.c_void_p),
-        ("grad_attr", ctypes.c_void_p),
+        ("grad_attr", kernels.Accumulator),
         ("grad_rast", ctypes.c_void_p),
         ("grad_rast_db", ctypes.c_void_p),
         ("pixels_per_image", ctypes.c_longlong),
@@ -68,7 +68,8 @@ class _Interpolate(torch.autograd.Function):
     def backward(ctx, grad_out, grad_da):
         attr, rast, rast_db, tri, diff_idx = ctx.saved_tensors
         n, h, w, _ = rast.shape
-        grad_attr = torch.zeros_like(attr)
+        mod = kernels.module("interpolate", attr.device)
+        grad_slots, accumulator = kernels.accumulator(mod, attr)
         grad_rast = torch.empty_like(rast)
         use_da = diff_idx is not None and grad_da is not None
         grad_rast_db = torch.empty_like(rast_db) if use_da else None
@@ -83,12 +84,12 @@ class _Interpolate(torch.autograd.Function):
             diff_idx,
             grad_out=grad_out,
             grad_da=grad_da,
-            grad_attr=grad_attr,
             grad_rast=grad_rast,
             grad_rast_db=grad_rast_db,
         )
-        kernels.module("interpolate", attr.device).launch("interpolate_bwd", params, n * h * w)
-        return grad_attr, grad_rast, grad_rast_db, None, None
+        params.grad_attr = accumulator
+        mod.launch("interpolate_bwd", params, n * h * w)
+        return kernels.collect(grad_slots), grad_rast, grad_rast_db, None, None
 
 
 def _diff_indices(diff_attrs: str | Sequence[int] | None, num_attrs: int, device: torch.device) -> torch.Tensor | None:

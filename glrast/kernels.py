@@ -36,6 +36,7 @@ import torch
 from ._resources import resource_dir
 from ._version import __version__
 
+ACCUMULATOR_BYTES = 1 << 28  # per-thread gradient copies, host build (see Accumulator in common.h)
 HOST_FLAGS = ("-std=c++20", "-O3", "-fopenmp", "-shared", "-fPIC", "-x", "c++")
 NVRTC_FLAGS = ("-std=c++17", "-default-device")
 CUDA_BLOCK = 256
@@ -146,6 +147,12 @@ class HostModule:
     def __init__(self, name: str):
         self.name = name
         self._lib = ctypes.CDLL(str(build_host(name)))
+
+    def accumulation_slots(self, floats: int) -> int:
+        """Slots for an Accumulator of `floats` values: one per OpenMP thread while
+        their total stays within ACCUMULATOR_BYTES, else 1 (shared, atomic)."""
+        threads = self._lib.glrast_num_threads()
+        return threads if threads * floats * 4 <= ACCUMULATOR_BYTES else 1
 
     def launch(self, kernel: str, params: ctypes.Structure, n: int) -> None:
         if n <= 0:
@@ -363,6 +370,10 @@ class CudaModule:
         # Grid-stride kernels: enough blocks to fill the GPU, not one per element.
         self._max_blocks = torch.cuda.get_device_properties(device).multi_processor_count * 32
 
+    def accumulation_slots(self, floats: int) -> int:
+        """CUDA kernels accumulate with atomics into a single slot."""
+        return 1
+
     def launch(self, kernel: str, params: ctypes.Structure, n: int) -> None:
         """Run `kernel(params, n)` over n elements on torch's current stream (asynchronous)."""
         if n <= 0:
@@ -401,3 +412,22 @@ def module(name: str, device: torch.device) -> HostModule | CudaModule:
 def ptr(t: torch.Tensor | None) -> int | None:
     """Data pointer for a kernel parameter (None for an absent optional tensor)."""
     return None if t is None else t.data_ptr()
+
+
+class Accumulator(ctypes.Structure):
+    """Mirror of `Accumulator` in csrc/common.h: a gradient buffer for scatter-adds."""
+
+    _fields_ = [("data", ctypes.c_void_p), ("size", ctypes.c_longlong), ("count", ctypes.c_int)]
+
+
+def accumulator(mod: HostModule | CudaModule, like: torch.Tensor) -> tuple[torch.Tensor, Accumulator]:
+    """Zeroed slots [count, *like.shape] for a gradient shaped like `like`, and their
+    Accumulator; `collect(slots)` gives the gradient after the launch."""
+    count = mod.accumulation_slots(like.numel())
+    slots = torch.zeros(count, *like.shape, dtype=torch.float32, device=like.device)
+    return slots, Accumulator(slots.data_ptr(), like.numel(), count)
+
+
+def collect(slots: torch.Tensor) -> torch.Tensor:
+    """The gradient held in accumulation slots (their sum)."""
+    return slots[0] if slots.shape[0] == 1 else slots.sum(0)

@@ -137,7 +137,7 @@ class RasterParams(ctypes.Structure):
         ("rast_db", ctypes.c_void_p),
         ("grad_rast", ctypes.c_void_p),
         ("grad_db", ctypes.c_void_p),
-        ("grad_pos", ctypes.c_void_p),
+        ("grad_pos", kernels.Accumulator),
         ("height", ctypes.c_int),
         ("width", ctypes.c_int),
         ("verts_per_image", ctypes.c_int),
@@ -182,10 +182,12 @@ class _Rasterize(torch.autograd.Function):
         grad_rast = grad_rast.contiguous()
         use_db = ctx.grad_db and grad_rast_db is not None and grad_rast_db.numel() > 0
         grad_db = grad_rast_db.contiguous() if use_db else None
-        grad_pos = torch.zeros_like(pos)
-        params = _params(pos, tri, rast, grad_rast=grad_rast, grad_db=grad_db, grad_pos=grad_pos)
-        kernels.module("raster", pos.device).launch("raster_grad", params, rast[..., 0].numel())
-        return grad_pos, None, None, None, None, None, None, None
+        mod = kernels.module("raster", pos.device)
+        grad_slots, accumulator = kernels.accumulator(mod, pos)
+        params = _params(pos, tri, rast, grad_rast=grad_rast, grad_db=grad_db)
+        params.grad_pos = accumulator
+        mod.launch("raster_grad", params, rast[..., 0].numel())
+        return kernels.collect(grad_slots), None, None, None, None, None, None, None
 
 
 def _prepare(glctx: Any, pos: Any, tri: Any, resolution: Any, ranges: Any, fn: str):
