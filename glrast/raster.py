@@ -45,7 +45,9 @@ class RasterPipeline:
             program = self.gl.program(vertex_shader=(shaders / "rasterize.vert").read_text(), fragment_shader=frag)
             if peel:
                 program["prev_rast"].value = 0
-            vao = self.gl.vertex_array(program, [], index_buffer=self.tri_buf, index_element_size=4)
+            vao = self.gl.vertex_array(
+                program, [(self.pos_buf, "4f", "in_pos")], index_buffer=self.tri_buf, index_element_size=4
+            )
             self.programs[peel] = (program, vao)
         return self.programs[peel]
 
@@ -109,7 +111,9 @@ class RasterPipeline:
             if prev_rast is not None:
                 self.prev_tex.write(prev_rast[layer].detach().cpu().contiguous().numpy(), viewport=viewport)
                 self.prev_tex.use(0)
-            program["vertex_base"].value = vertex_base
+            vao.bind(0, "f", self.pos_buf, "4f", offset=16 * vertex_base)  # in_pos
+            if prev_rast is not None:
+                program["vertex_base"].value = vertex_base
             program["tri_base"].value = first
             if count > 0:
                 vao.render(moderngl.TRIANGLES, vertices=3 * count, first=3 * first)

@@ -1,9 +1,9 @@
 #version 430
-// Vertex pulling: positions live in a storage buffer shared with the fragment
-// stage, so no vertex attributes (and no geometry shader) are needed.
-layout(std430, binding = 0) readonly buffer Positions { vec4 pos[]; };
-uniform int vertex_base;  // first vertex of this image's position set (instanced mode)
+// Positions come in as a plain vertex attribute (llvmpipe fetches attributes
+// faster than storage buffers); the image's position set is selected by the
+// attribute's buffer offset.
+layout(location = 0) in vec4 in_pos;
 
 void main() {
-    gl_Position = pos[vertex_base + gl_VertexID];
+    gl_Position = in_pos;
 }
