@@ -37,7 +37,7 @@ def random_scene(num_tris=12, num_images=2, seed=0):
 # Known answers
 
 
-@pytest.mark.parametrize("res", [(16, 16), (7, 13), (1, 1), (33, 20)])
+@pytest.mark.parametrize("res", [(16, 16), (7, 13), (1, 1), (33, 20), (2048, 2048)])
 def test_coverage_barycentrics_depth_ids_known_triangle(glctx, device, res):
     h, w = res
     pos = screen_triangle([(0.3 * w, 0.2 * h), (0.9 * w, 0.35 * h), (0.4 * w, 0.95 * h)], h, w, z=0.25)
@@ -51,8 +51,18 @@ def test_coverage_barycentrics_depth_ids_known_triangle(glctx, device, res):
     assert torch.equal(covered[clear], inside[clear])
     assert torch.all(rast[0, ..., 3][covered] == 1.0)
     assert torch.all(rast[0][~covered] == 0)
-    uv, _ = ref.barycentrics(pos[None], tri, torch.where(covered, 0, -1)[None])
-    torch.testing.assert_close(rast[..., :2], uv.float(), atol=2e-5, rtol=0)
+    # w = 1: barycentrics are ratios of screen-space areas
+    sx, sy = (pos[:, 0].double() + 1) / 2 * w, (pos[:, 1].double() + 1) / 2 * h
+    yy, xx = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+
+    def area(ax, ay, bx, by, cx, cy):
+        return (bx - ax) * (cy - ay) - (cx - ax) * (by - ay)
+
+    total = area(sx[0], sy[0], sx[1], sy[1], sx[2], sy[2])
+    u = area(xx, yy, sx[1], sy[1], sx[2], sy[2]) / total
+    v = area(sx[0], sy[0], xx, yy, sx[2], sy[2]) / total
+    uv = torch.where(covered[..., None], torch.stack([u, v], -1), 0.0)
+    torch.testing.assert_close(rast[0, ..., :2], uv.float(), atol=2e-5, rtol=0)
     assert torch.allclose(rast[0, ..., 2][covered], torch.tensor(0.25), atol=1e-6)
 
 
