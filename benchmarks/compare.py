@@ -69,7 +69,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="5k and 80k triangles, 256^2 and 512^2")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of " + ",".join(MODES))
-    parser.add_argument("--peer-python", default="/work/peers-venv2/bin/python", help="a Python with mitsuba")
+    parser.add_argument(
+        "--peer-python", default=str(HERE.parent / ".venv-peers" / "bin" / "python"), help="a Python with mitsuba"
+    )
     parser.add_argument("--peers-dir", default=str(HERE.parent.parent / "shared" / "peers"))
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--timeout", type=float, default=600)
