@@ -315,16 +315,17 @@ def test_interop_message_includes_pending_gl_error():
     assert interop.gl_error_message("GL_STACK_OVERFLOW") == "GL_STACK_OVERFLOW: unexpected GL error"
 
 
-def test_cpu_reader_reads_attachments(cpu_glctx):
+def test_cpu_reader_reads_the_id_target(cpu_glctx):
     pos = torch.tensor([[[-1, -1, 0, 1], [3, -1, 0, 1], [-1, 3, 0, 1]]], dtype=torch.float32)
     tri = torch.tensor([[0, 1, 2]], dtype=torch.int32)
-    rast, rast_db = dr.rasterize(cpu_glctx, pos, tri, (5, 7))
+    rast, _ = dr.rasterize(cpu_glctx, pos, tri, (5, 7))
     with cpu_glctx.activate():
         pipe = cpu_glctx.pipeline()
-        out = [torch.empty(5, 7, 4), torch.empty(5, 7, 4)]
-        pipe.reader.read(pipe.fbo, [(0, out[0]), (1, out[1])], (0, 0, 7, 5))
+        ids = torch.empty(5, 7, dtype=torch.int32)
+        pipe.reader.read(pipe.fbo, [(0, ids)], (0, 0, 7, 5))
         pipe.reader.reset()  # no CUDA registrations: nothing to do
-    assert torch.equal(out[0], rast[0]) and torch.equal(out[1], rast_db[0])
+    assert torch.equal(ids.long(), dr.triangle_index(rast)[0] + 1)
+    assert (ids == 1).all()
 
 
 # ---------------------------------------------------------------------------
@@ -341,13 +342,12 @@ def _scene(n: int, device: str):
 
 
 def _gl_readback(glctx, height, width):
-    """What glReadPixels gives for the last image drawn (both attachments)."""
+    """What glReadPixels gives for the last image drawn: the id target."""
     with glctx.activate():
         pipe = glctx.pipeline()
-        out = [torch.empty(height, width, 4), torch.empty(height, width, 4)]
-        for attachment, t in enumerate(out):
-            pipe.fbo.read_into(t.numpy(), viewport=(0, 0, width, height), components=4, attachment=attachment)
-    return out
+        ids = torch.empty(height, width, dtype=torch.int32)
+        pipe.fbo.read_into(ids.numpy(), viewport=(0, 0, width, height), components=1, attachment=0, dtype="u4")
+    return ids
 
 
 @gpu_test
@@ -355,11 +355,16 @@ def test_interop_copy_equals_readpixels():
     with dr.RasterizeGLContext(device="cuda") as glctx:
         pos, tri = _scene(3, "cuda")
         for height, width in [(16, 16), (24, 40), (8, 8)]:  # the second grows (re-registers), the third reuses
-            rast, rast_db = dr.rasterize(glctx, pos, tri, (height, width))
+            rast, _ = dr.rasterize(glctx, pos, tri, (height, width))
             torch.cuda.synchronize()
-            ref, ref_db = _gl_readback(glctx, height, width)
-            assert torch.equal(rast[-1].cpu(), ref)
-            assert torch.equal(rast_db[-1].cpu(), ref_db)
+            ref = _gl_readback(glctx, height, width)
+            assert torch.equal(dr.triangle_index(rast[-1]).cpu() + 1, ref.long())
+            with glctx.activate():
+                pipe = glctx.pipeline()
+                ids = torch.empty(height, width, dtype=torch.int32, device="cuda")
+                pipe.reader.read(pipe.fbo, [(0, ids)], (0, 0, width, height))
+            torch.cuda.synchronize()
+            assert torch.equal(ids.cpu(), ref)
             assert (rast[..., 3] > 0).any()
 
 
@@ -376,23 +381,14 @@ def test_rasterize_cuda_matches_cpu(cpu_glctx):
 
 
 def _raster_grad(pos, tri, rast, grad_rast, grad_db):
-    from glrast.raster import RasterGradParams
+    from glrast.raster import _params
 
-    grad_pos = torch.zeros_like(pos)
-    n, h, w, _ = rast.shape
-    params = RasterGradParams(
-        pos.data_ptr(),
-        tri.data_ptr(),
-        rast.data_ptr(),
-        grad_rast.data_ptr(),
-        grad_db.data_ptr(),
-        grad_pos.data_ptr(),
-        h,
-        w,
-        pos.shape[1],
-    )
-    kernels.module("raster", pos.device).launch("raster_grad", params, n * h * w)
-    return grad_pos
+    mod = kernels.module("raster", pos.device)
+    slots, accumulator = kernels.accumulator(mod, pos)
+    params = _params(pos, tri, rast, grad_rast=grad_rast, grad_db=grad_db)
+    params.grad_pos = accumulator
+    mod.launch("raster_grad", params, rast[..., 0].numel())
+    return kernels.collect(slots)
 
 
 @gpu_test
