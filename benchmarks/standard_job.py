@@ -17,17 +17,28 @@ calls, more (up to 30) until 1 s is spent; the median is reported. Prints
 `RESULT {json}` with median/first/second/min/max seconds, runs, peak RSS, loss and
 gradient norms.
 
+Where the time goes: --breakdown K runs K more steps with the device synchronised between
+stages and adds their mean per-stage milliseconds to the record ("breakdown_ms": transform,
+rasterize, interpolate, antialias, loss, then each op's backward); --cprofile N profiles K
+more steps (K = --breakdown, or 5) and prints the N functions with the most own time.
+
     python benchmarks/standard_job.py --tris 80k --res 512 --mode vis
+    python benchmarks/standard_job.py --tris 1.3m --res 512 --mode vis --breakdown 5 --cprofile 15
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import json
 import math
+import pstats
 import resource
 import statistics
+import sys
 import time
+from collections import defaultdict
 from collections.abc import Callable
 
 import numpy as np
@@ -37,6 +48,7 @@ import glrast as dr
 from glrast import mesh
 
 LEVELS = {"5k": 4, "80k": 6, "1.3m": 8}
+MODES = ["fwd", "fwd_dyn", "col", "pos", "vis"]
 EYE_DISTANCE = 3.0
 FOV_Y_DEG, NEAR, FAR = 45.0, 0.1, 10.0
 
@@ -59,10 +71,12 @@ def projection() -> torch.Tensor:
 
 
 def target_image(res: int) -> torch.Tensor:
-    """[res, res, 3], row 0 = top of the image: a smooth colour pattern."""
-    c = (torch.arange(res, dtype=torch.float32) + 0.5) / res
-    y, x = torch.meshgrid(c, c, indexing="ij")  # y grows downwards
-    return torch.stack([0.5 + 0.4 * torch.sin(6.0 * x), 0.5 + 0.4 * torch.cos(5.0 * y), torch.full_like(x, 0.3)], -1)
+    """[res, res, 3] float32, row 0 = top of the image: a smooth colour pattern.
+    Computed with numpy in float32 so that every peer gets the very same array."""
+    c = (np.arange(res, dtype=np.float32) + np.float32(0.5)) / np.float32(res)
+    x, y = np.meshgrid(c, c)  # y grows downwards
+    rgb = [0.5 + 0.4 * np.sin(6.0 * x), 0.5 + 0.4 * np.cos(5.0 * y), np.full_like(x, 0.3)]
+    return torch.from_numpy(np.stack(rgb, axis=-1).astype(np.float32))
 
 
 def vertex_colors(num_verts: int) -> torch.Tensor:
@@ -70,10 +84,13 @@ def vertex_colors(num_verts: int) -> torch.Tensor:
 
 
 def moved(verts: torch.Tensor, step: int) -> torch.Tensor:
+    """Positions of step `step` of a moving-geometry mode: a radial scale of -0.2% .. +0.2%."""
     return verts * (1.0 + 1e-3 * ((step % 5) - 2))
 
 
 def time_steps(step: Callable[[int], None], runs: int, min_total_s: float = 1.0, max_runs: int = 30) -> dict:
+    """A first call, a second (warm-up) call, then >= runs timed calls, more (up to max_runs)
+    until min_total_s has been spent. Seconds."""
     t0 = time.perf_counter()
     step(0)
     first = time.perf_counter() - t0
@@ -95,13 +112,55 @@ def time_steps(step: Callable[[int], None], runs: int, min_total_s: float = 1.0,
     }
 
 
-def run(tris: str, res: int, mode: str, runs: int = 5, device: str = "cpu") -> dict:
+class Laps:
+    """Accumulates the wall time between marks into named stages, synchronising the device
+    at every mark so that asynchronous CUDA work is charged to the stage that queued it."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.totals: dict[str, float] = defaultdict(float)
+        self.last = 0.0
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def start(self) -> None:
+        self._sync()
+        self.last = time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        self._sync()
+        now = time.perf_counter()
+        self.totals[stage] += now - self.last
+        self.last = now
+
+    def hook(self, tensor: torch.Tensor, stage: str) -> None:
+        """Mark `stage` when the gradient of `tensor` arrives (that is, when the backward of
+        everything downstream of it has run)."""
+        tensor.register_hook(lambda grad: self(stage))
+
+
+def run(
+    tris: str,
+    res: int,
+    mode: str,
+    runs: int = 5,
+    device: str = "cpu",
+    min_total_s: float = 1.0,
+    breakdown: int = 0,
+    cprofile: int = 0,
+    save: str = "",
+) -> dict:
+    """One case of the standard job; returns the RESULT record. breakdown: steps timed stage by
+    stage after the timed loop; cprofile: print this many functions of a cProfile of those steps;
+    save: a .npy path for the last image, row 0 = top (the peers' orientation)."""
     dev = torch.device(device)
     verts, tri = mesh.icosphere(LEVELS[tris])
     verts, tri = verts.to(dev), tri.to(dev)
     mvp = projection().to(dev)
     colors0 = vertex_colors(verts.shape[0]).to(dev)
-    # Row 0 of rast is the bottom of the image: the target is flipped to match.
+    # Row 0 of rast is the bottom of the image (clip y = -1); row 0 of the target is the top.
     target = target_image(res).flip(0)[None].to(dev)
     glctx = dr.RasterizeGLContext(device=dev, output_db=False)
     topology = dr.antialias_construct_topology_hash(tri) if mode == "vis" else None
@@ -109,31 +168,50 @@ def run(tris: str, res: int, mode: str, runs: int = 5, device: str = "cpu") -> d
     static_pos = (torch.cat([verts, torch.ones_like(verts[:, :1])], 1) @ mvp.T)[None].contiguous()
     state: dict = {}
 
-    def render(pos_clip: torch.Tensor, colors: torch.Tensor) -> torch.Tensor:
-        rast, _ = dr.rasterize(glctx, pos_clip, tri, (res, res), grad_db=False)
-        image, _ = dr.interpolate(colors, rast, tri)
-        if mode == "vis":
-            image = dr.antialias(image, rast, pos_clip, tri, topology_hash=topology)
-        return image
-
-    def step(i: int) -> None:
+    def step(i: int, laps: Laps | None = None) -> None:
+        lap = laps or (lambda stage: None)
+        if laps:
+            laps.start()
         world = moved(verts, i) if moves else verts
         if mode in ("pos", "vis"):
-            world = world.clone().requires_grad_(True)
+            world.requires_grad_(True)
         pos_clip = (torch.cat([world, torch.ones_like(world[:, :1])], 1) @ mvp.T)[None] if moves else static_pos
+        lap("transform")
+        with torch.set_grad_enabled(not mode.startswith("fwd")):
+            colors = colors0 if mode.startswith("fwd") else colors0.clone().requires_grad_(True)
+            rast, _ = dr.rasterize(glctx, pos_clip, tri, (res, res), grad_db=False)
+            lap("rasterize")
+            image = dr.interpolate(colors, rast, tri)[0]
+            lap("interpolate")
+            if laps and rast.requires_grad:
+                laps.hook(rast, "interpolate backward")
+            if mode == "vis":
+                if laps:
+                    laps.hook(image, "antialias backward")
+                image = dr.antialias(image, rast, pos_clip, tri, topology_hash=topology)
+                lap("antialias")
         if mode.startswith("fwd"):
-            with torch.no_grad():
-                state["image"] = render(pos_clip, colors0)
-        else:
-            colors = colors0.clone().requires_grad_(True)
-            image = render(pos_clip, colors)
-            loss = (image - target).square().mean()
-            loss.backward()
-            state.update(image=image.detach(), loss=loss.item(), grad_col=colors.grad, grad_pos=world.grad)
+            state["image"] = image
+            lap("rest")
+            return
+        loss = (image - target).square().mean()
+        lap("loss")
+        if laps:
+            laps.hook(image, "loss backward")
+            if pos_clip.requires_grad:
+                laps.hook(pos_clip, "rasterize backward")
+        loss.backward()
+        # colour-only modes: interpolate's backward is the last op; else the transform's
+        lap("transform backward" if world.requires_grad else "interpolate backward")
+        state.update(image=image.detach(), loss=loss.item(), grad_col=colors.grad, grad_pos=world.grad)
+        lap("rest")
+
+    def synced_step(i: int) -> None:
+        step(i)
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
 
-    timing = time_steps(step, runs)
+    timing = time_steps(synced_step, runs, min_total_s)
     image = state["image"]
     record = {
         "peer": "glrast",
@@ -143,6 +221,7 @@ def run(tris: str, res: int, mode: str, runs: int = 5, device: str = "cpu") -> d
         "tris": int(tri.shape[0]),
         "verts": int(verts.shape[0]),
         "res": res,
+        "device": str(dev),
         "threads": torch.get_num_threads(),
         **timing,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
@@ -154,6 +233,22 @@ def run(tris: str, res: int, mode: str, runs: int = 5, device: str = "cpu") -> d
         record["grad_col_l1"] = float(state["grad_col"].abs().sum())
         if state["grad_pos"] is not None:
             record["grad_pos_l1"] = float(state["grad_pos"].abs().sum())
+    if breakdown:
+        laps = Laps(dev)
+        for k in range(breakdown):
+            step(timing["runs"] + 2 + k, laps)
+        record["breakdown_ms"] = {stage: round(1e3 * t / breakdown, 2) for stage, t in laps.totals.items()}
+    if cprofile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for k in range(breakdown or 5):
+            synced_step(k)
+        profiler.disable()
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(cprofile)
+        print(text.getvalue(), file=sys.stderr)
+    if save:
+        np.save(save, image.flip(1)[0].cpu().numpy())
     glctx.release()
     return record
 
@@ -162,11 +257,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tris", default="80k", choices=list(LEVELS))
     parser.add_argument("--res", type=int, default=512)
-    parser.add_argument("--mode", default="fwd", choices=["fwd", "fwd_dyn", "col", "pos", "vis"])
+    parser.add_argument("--mode", default="fwd", choices=MODES)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--breakdown", type=int, default=0, metavar="K", help="time K more steps stage by stage")
+    parser.add_argument("--cprofile", type=int, default=0, metavar="N", help="print the N costliest functions")
+    parser.add_argument("--save", default="", help="save the last image (row 0 = top, like the peers) as .npy")
     args = parser.parse_args()
-    print("RESULT " + json.dumps(run(args.tris, args.res, args.mode, args.runs, args.device)), flush=True)
+    record = run(
+        args.tris,
+        args.res,
+        args.mode,
+        args.runs,
+        args.device,
+        breakdown=args.breakdown,
+        cprofile=args.cprofile,
+        save=args.save,
+    )
+    print("RESULT " + json.dumps(record), flush=True)
 
 
 if __name__ == "__main__":
