@@ -141,6 +141,12 @@ class Laps:
         tensor.register_hook(lambda grad: self(stage))
 
 
+def rss_mb() -> int:
+    """Resident set size of this process now, MB."""
+    with open("/proc/self/status") as fh:
+        return next(int(ln.split()[1]) // 1024 for ln in fh if ln.startswith("VmRSS:"))
+
+
 def run(
     tris: str,
     res: int,
@@ -264,6 +270,7 @@ def main() -> None:
     parser.add_argument("--cprofile", type=int, default=0, metavar="N", help="print the N costliest functions")
     parser.add_argument("--save", default="", help="save the last image (row 0 = top, like the peers) as .npy")
     args = parser.parse_args()
+    rss_after_import = rss_mb()  # the interpreter, torch and glrast, before any work
     record = run(
         args.tris,
         args.res,
@@ -274,6 +281,7 @@ def main() -> None:
         cprofile=args.cprofile,
         save=args.save,
     )
+    record["rss_after_import_mb"] = rss_after_import
     print("RESULT " + json.dumps(record), flush=True)
 
 

@@ -48,7 +48,17 @@ def test_command_line_result_line_and_breakdown(tmp_path):
     lines = [ln for ln in out.splitlines() if ln.startswith("RESULT ")]
     assert len(lines) == 1
     rec = json.loads(lines[0][len("RESULT ") :])
-    for key in ("median_s", "first_s", "second_s", "min_s", "max_s", "runs", "peak_rss_mb", "loss"):
+    for key in (
+        "median_s",
+        "first_s",
+        "second_s",
+        "min_s",
+        "max_s",
+        "runs",
+        "peak_rss_mb",
+        "rss_after_import_mb",
+        "loss",
+    ):
         assert key in rec
     assert rec["peer"] == "glrast" and rec["grad_pos_l1"] > 0
     stages = rec["breakdown_ms"]
