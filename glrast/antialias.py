@@ -40,17 +40,18 @@ column (axis 1) of one image:
    out[Q] += amount · (color[P] - color[Q]).
 
 out starts as a copy of color and collects the contributions of all (up to
-four) pairs of each pixel, all computed from the input colours. For an edge
-crossing a row of pixels this is exactly the box-filtered coverage of the two
-pixels beside the crossing (the covered fraction of the pixel on whose side
-the edge lies is 0.5 + the distance from its centre to the crossing), so the
-image is continuous in the vertex positions as the edge sweeps across pixel
-centres: at dc = 0 the pair blends the owner half-way, exactly what the next
-pair (where that pixel is the neighbour, dc = 1) gives once the edge passes
-its centre; and when the triangle covering a pixel centre changes, the walk
-still meets the same silhouette edge. The output is discontinuous only where
-the decisions of steps 3 and 4 change: an edge turning through 45 degrees, a
-neighbouring triangle folding over an edge.
+four) pairs of each pixel, all computed from the input colours. For a straight
+edge that crosses the squares of a pair along x through their top and bottom
+sides (likewise along y), this is exactly the box-filtered coverage of the two
+pixels: the pixel holding the crossing keeps 0.5 + d of its own surface, d the
+distance from its centre to the crossing. The image is continuous in the
+vertex positions as the edge sweeps across pixel centres: at dc = 0 the pair
+blends the owner half-way, exactly what the next pair (where that pixel is the
+neighbour, dc = 1) gives once the edge passes its centre; and when the
+triangle covering a pixel centre changes, the walk still meets the same
+silhouette edge. The output is discontinuous only where the decisions of steps
+3 and 4 change: an edge turning through 45 degrees, a neighbouring triangle
+folding over an edge.
 
 Gradients: color gets the transpose of the blend; pos gets
 d(loss)/d(amount) · d(amount)/d(dc) · pos_gradient_boost, carried through dc
@@ -72,6 +73,7 @@ atomics.
 from __future__ import annotations
 
 import ctypes
+import math
 
 import torch
 
@@ -263,5 +265,7 @@ def antialias(
         boost = float(pos_gradient_boost)
     except (TypeError, ValueError):
         raise TypeError(f"{_FN}: pos_gradient_boost must be a number, got {pos_gradient_boost!r}") from None
+    if not math.isfinite(boost):
+        raise ValueError(f"{_FN}: pos_gradient_boost must be finite, got {boost}")
     topo = _topology(topology_hash, tri)
     return _Antialias.apply(color, rast, pos, tri, topo, boost)

@@ -468,6 +468,8 @@ def test_validation_errors(device):
         aa(color, rast, pos, tri - 1)
     with pytest.raises(TypeError, match="pos_gradient_boost must be a number"):
         aa(color, rast, pos, tri, pos_gradient_boost="big")
+    with pytest.raises(ValueError, match="pos_gradient_boost must be finite"):
+        aa(color, rast, pos, tri, pos_gradient_boost=math.inf)
     with pytest.raises(TypeError, match="topology_hash must come from antialias_construct_topology_hash"):
         aa(color, rast, pos, tri, topology_hash=tri)
     with pytest.raises(TypeError, match="tri must have dtype torch.int32"):
