@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import ctypes
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -288,11 +289,15 @@ def _choice(fn: str, name: str, value: object, options: Sequence[str]) -> str:
 def _max_level(fn: str, max_mip_level: object) -> int | None:
     if max_mip_level is None:
         return None
-    if isinstance(max_mip_level, bool) or not isinstance(max_mip_level, int):
+    try:
+        level = operator.index(max_mip_level)  # ints and integer scalars such as numpy.int64
+    except TypeError:
+        level = None
+    if level is None or isinstance(max_mip_level, bool):
         raise TypeError(f"{fn}: max_mip_level must be None or an int >= 0, got {max_mip_level!r}")
-    if max_mip_level < 0:
-        raise ValueError(f"{fn}: max_mip_level must be >= 0, got {max_mip_level}")
-    return max_mip_level
+    if level < 0:
+        raise ValueError(f"{fn}: max_mip_level must be >= 0, got {level}")
+    return level
 
 
 def _check_tex(fn: str, tex: object, cube: bool) -> torch.Tensor:

@@ -3,6 +3,7 @@ reference, known answers, finite differences, degenerate inputs and validation."
 
 import math
 
+import numpy as np
 import pytest
 import reference as ref
 import torch
@@ -74,6 +75,13 @@ def test_matches_reference(device, boundary_mode, filter_mode):
     cube = boundary_mode == "cube"
     tex, uv, uv_da, bias = _case(cube, size=(8, 8) if cube else (16, 8))
     _compare(device, tex, uv, uv_da, bias, filter_mode=filter_mode, boundary_mode=boundary_mode)
+    if cube:  # directions within half a texel of a cube edge (free axis 0-2) or corner (3-5): taps cross faces
+        g = torch.Generator().manual_seed(14)
+        near = torch.sign(uv) * (1 - 0.1 * torch.rand(uv.shape, generator=g))
+        free = torch.arange(uv[..., 0].numel()).view(uv.shape[:-1]) % 6  # 0-2: that axis runs along an edge
+        along = torch.rand(uv.shape[:-1], generator=g) * 1.8 - 0.9
+        near = torch.where(free[..., None] == torch.arange(3), along[..., None], near)
+        _compare(device, tex, near, uv_da, bias, filter_mode=filter_mode, boundary_mode=boundary_mode)
 
 
 @pytest.mark.parametrize("boundary_mode", ["wrap", "cube"])
@@ -147,6 +155,7 @@ def test_mip_sizes_non_power_of_two(device):
             call()
     uv, bias = torch.rand(1, 3, 3, 2, device=device), torch.full((1, 3, 3), 7.0, device=device)
     out = dr.texture(tex, uv, mip_level_bias=bias, max_mip_level=2)  # level clamps to 2 (3x5)
+    assert torch.equal(dr.texture(tex, uv, mip_level_bias=bias, max_mip_level=np.int64(2)), out)
     level2 = tex.reshape(1, 3, 4, 5, 4, 3).mean((2, 4))
     _close(out, dr.texture(level2, uv), 1e-6, "level 2 lookup")
 
@@ -427,7 +436,7 @@ def test_no_nan(device, boundary_mode, filter_mode):
         *inputs[:2], *(inputs[2:] if mip else (None, None)), filter_mode=filter_mode, boundary_mode=boundary_mode
     )
     assert torch.isfinite(out).all()
-    grads = torch.autograd.grad(out.sum(), inputs, allow_unused=True, materialize_grads=True)
+    grads = torch.autograd.grad(out.sum(), inputs, allow_unused=True, materialize_grads=True, retain_graph=True)
     for name, g in zip(("tex", "uv", "uv_da", "mip_level_bias"), grads):
         assert torch.isfinite(g).all(), f"non-finite gradient to {name}"
     if boundary_mode == "cube":  # invalid directions: 0 and no gradient
@@ -435,6 +444,8 @@ def test_no_nan(device, boundary_mode, filter_mode):
         assert bad.any()
         assert not out[bad.to(device)].any()
         assert not grads[1][bad.to(device)].any() and not grads[2][bad.to(device)].any()
+        (g_tex,) = torch.autograd.grad((out * bad.to(device)[..., None]).sum(), inputs[0])
+        assert not g_tex.any()
 
 
 def test_nearest_gives_no_uv_gradient(device):
