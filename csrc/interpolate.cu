@@ -20,6 +20,7 @@ struct InterpolateParams {
     i64 attr_image_stride;   // V * A in instanced mode with N > 1, else 0
     int num_attrs;           // A
     int num_diff;            // D
+    int num_tris;            // T: ids outside [0, T) are treated as empty
 };
 
 struct Corners {
@@ -30,6 +31,7 @@ struct Corners {
 GLRAST_HD Corners corners(const InterpolateParams& p, i64 i) {
     Corners c;
     c.t = decode_triangle_id(p.rast[4 * i + 3]);
+    if (c.t >= p.num_tris) c.t = -1;  // a rast from another mesh must not index past tri
     if (c.t < 0) return c;
     i64 base = (i / p.pixels_per_image) * p.attr_image_stride;
     for (int k = 0; k < 3; ++k) c.row[k] = base + (i64)p.tri[3 * (i64)c.t + k] * p.num_attrs;

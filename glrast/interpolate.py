@@ -30,6 +30,7 @@ class InterpolateParams(ctypes.Structure):
         ("attr_image_stride", ctypes.c_longlong),
         ("num_attrs", ctypes.c_int),
         ("num_diff", ctypes.c_int),
+        ("num_tris", ctypes.c_int),
     ]
 
 
@@ -46,6 +47,7 @@ def _params(attr, rast, rast_db, tri, diff_idx, **outputs) -> InterpolateParams:
         attr_image_stride=stride,
         num_attrs=attr.shape[2],
         num_diff=0 if diff_idx is None else diff_idx.numel(),
+        num_tris=tri.shape[0],
     )
     for name, t in outputs.items():
         setattr(p, name, kernels.ptr(t))
@@ -119,7 +121,7 @@ def interpolate(
     diff_attrs: str | Sequence[int] | None = None,  # 'all' or attribute indices
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Interpolate vertex attributes: returns out [N, H, W, A] (zero where rast
-    is empty) and out_da [N, H, W, 2·len(diff_attrs)] = (dA/dX, dA/dY) per
+    is empty, or names a triangle id outside tri) and out_da [N, H, W, 2·len(diff_attrs)] = (dA/dX, dA/dY) per
     selected attribute when rast_db and diff_attrs are given, else an empty
     [N, H, W, 0] tensor. Gradients flow to attr, rast (u, v) and rast_db.
     """

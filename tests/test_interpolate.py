@@ -44,6 +44,10 @@ def test_diff_attrs_all_and_none(glctx, device):
     assert da_none.shape == (1, 24, 32, 0)
     out2, da2 = dr.interpolate(attr, rast, tri.to(device), diff_attrs="all")  # no rast_db: no derivatives
     assert da2.shape == (1, 24, 32, 0) and torch.equal(out, out2)
+    _, da_empty = dr.interpolate(attr, rast, tri.to(device), rast_db, diff_attrs=[])
+    assert da_empty.shape == (1, 24, 32, 0)
+    _, da_one = dr.interpolate(attr, rast, tri.to(device), rast_db, diff_attrs=(2,))  # any sequence
+    assert torch.equal(da_one, da_all[..., 4:6]) and da_one.abs().max() > 0
 
 
 def test_perspective_correct_attribute_by_hand(glctx, device):
@@ -62,12 +66,12 @@ def test_perspective_correct_attribute_by_hand(glctx, device):
     torch.testing.assert_close((out[..., 1] / out[..., 2])[cov], yn[cov], atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("attr_batch", ["shared", "per_image"])
+@pytest.mark.parametrize("attr_batch", ["shared", "one", "per_image"])
 def test_gradients_match_reference(glctx, device, attr_batch):
     pos, tri, rast, rast_db = render(glctx, device, seed=7)
     n, v = pos.shape[:2]
     g = torch.Generator().manual_seed(8)
-    attr = torch.randn(v, 4, generator=g) if attr_batch == "shared" else torch.randn(n, v, 4, generator=g)
+    attr = torch.randn({"shared": (v, 4), "one": (1, v, 4), "per_image": (n, v, 4)}[attr_batch], generator=g)
     diff = [0, 3]
     inputs = [
         attr.to(device).requires_grad_(True),
@@ -86,6 +90,7 @@ def test_gradients_match_reference(glctx, device, attr_batch):
     ]
     out_r, da_r = ref.interpolate(ref_inputs[0], ref_inputs[1][..., :2], ref_inputs[2], tri, ids, diff)
     grads_r = torch.autograd.grad((out_r * w_out.double()).sum() + (da_r * w_da.double()).sum(), ref_inputs)
+    assert grads[0].shape == attr.shape  # a broadcast attr gets the sum over the batch
     for got, want in zip(grads, grads_r):
         torch.testing.assert_close(got.cpu().double(), want, atol=1e-4, rtol=1e-4)
     assert torch.all(grads[1].cpu()[..., 2:] == 0)  # z/w and id carry no gradient
@@ -148,6 +153,13 @@ def test_non_contiguous_inputs_are_accepted(glctx, device):
         ("diff_index", ValueError, "diff_attrs index 5 is outside"),
         ("diff_str", ValueError, "diff_attrs must be 'all'"),
         ("device", ValueError, "one device"),
+        ("db_device", ValueError, "rast_db is on meta"),
+        ("attr_type", TypeError, "attr must be a torch.Tensor"),
+        ("rast_dtype", TypeError, "rast must have dtype torch.float32"),
+        ("db_dtype", TypeError, "rast_db must have dtype torch.float32"),
+        ("tri_dtype", TypeError, "tri must have dtype torch.int32"),
+        ("tri_shape", ValueError, r"tri must have shape \[T, 3\]"),
+        ("attr_rank4", ValueError, r"attr must have shape \[V, A\] or \[N, V, A\]"),
     ],
 )
 def test_invalid_arguments(case, error, match):
@@ -173,6 +185,20 @@ def test_invalid_arguments(case, error, match):
         kwargs.update(rast_db=torch.zeros(1, 4, 4, 4), diff_attrs="some")
     elif case == "device":
         tri = tri.to("meta")
+    elif case == "db_device":
+        kwargs["rast_db"] = torch.zeros(1, 4, 4, 4, device="meta")
+    elif case == "attr_type":
+        attr = attr.tolist()
+    elif case == "rast_dtype":
+        rast = rast.double()
+    elif case == "db_dtype":
+        kwargs["rast_db"] = torch.zeros(1, 4, 4, 4, dtype=torch.float64)
+    elif case == "tri_dtype":
+        tri = tri.long()
+    elif case == "tri_shape":
+        tri = torch.zeros(2, 4, dtype=torch.int32)
+    elif case == "attr_rank4":
+        attr = torch.zeros(1, 1, 30, 3)
     with pytest.raises(error, match=match):
         dr.interpolate(attr, rast, tri, **kwargs)
 
@@ -188,3 +214,19 @@ def test_backward_of_a_plain_sum(glctx, device):
     out_ref, _ = ref.interpolate(attr_ref, rast.cpu()[..., :2].double(), None, tri, ids)
     out_ref.sum().backward()
     torch.testing.assert_close(attr.grad.cpu().double(), attr_ref.grad, atol=1e-3, rtol=1e-4)
+
+
+def test_rast_from_another_mesh_does_not_read_past_tri(device):
+    """Ids in rast beyond tri (a rast rendered from a bigger mesh) are treated as empty
+    pixels instead of indexing past the end of tri."""
+    tri = torch.tensor([[0, 1, 2], [1, 2, 0]], dtype=torch.int32, device=device)
+    rast = torch.zeros(1, 1, 4, 4)
+    rast[0, 0, :, :2] = torch.tensor([0.5, 0.25])
+    rast[0, 0, :, 3] = torch.tensor([2.0, 3.0, 5e6, ref.encode_triangle_id(300_000_000)])
+    attr = torch.tensor([[1.0], [2.0], [4.0]], device=device, requires_grad=True)
+    rast_db = torch.ones(1, 1, 4, 4, device=device)
+    out, da = dr.interpolate(attr, rast.to(device), tri, rast_db, diff_attrs="all")
+    assert out[0, 0, :, 0].tolist() == [0.5 * 2 + 0.25 * 4 + 0.25 * 1, 0.0, 0.0, 0.0]
+    assert torch.all(da[0, 0, 1:] == 0) and da[0, 0, 0].abs().sum() > 0
+    (out.sum() + da.sum()).backward()
+    assert torch.isfinite(attr.grad).all() and attr.grad.abs().sum() > 0
