@@ -46,11 +46,6 @@ def same_device(fn: str, device: torch.device, **tensors: torch.Tensor | None) -
             )
 
 
-def finite(fn: str, name: str, t: torch.Tensor) -> None:
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError(f"{fn}: {name} contains NaN or infinite values")
-
-
 def triangles(fn: str, tri: torch.Tensor, num_vertices: int) -> None:
     """Every index in `tri` must address one of `num_vertices` vertices."""
     if tri.numel() == 0:

@@ -5,10 +5,13 @@
 // the id afterwards, which keeps this stage (llvmpipe runs it per 2x2 quad of
 // every tiny triangle) and the render target (4 bytes a pixel) small.
 //
-// With PEEL defined (depth peeling), fragments at or in front of the previous
-// layer are discarded: z/w is evaluated here with the closed form of
-// csrc/raster.cu, and the previous layer's own triangle is excluded by id so
-// that rounding cannot return it.
+// With PEEL defined (depth peeling), a fragment survives only where the
+// previous layer has a surface and the fragment's z/w is strictly larger than
+// that surface's. Both depths are evaluated here, by the same `precise` code
+// (the closed form of csrc/raster.cu), so that a surface never compares as
+// farther than itself or than an identical copy of itself: comparing against
+// the kernel's z/w instead would let rounding bring such surfaces back layer
+// after layer, without end.
 uniform int tri_base;     // index of the first triangle of this draw
 layout(location = 0) out uint out_id;
 
@@ -17,19 +20,16 @@ layout(std430, binding = 0) readonly buffer Positions { vec4 pos[]; };
 layout(std430, binding = 1) readonly buffer Triangles { int tri[]; };
 uniform int vertex_base;
 uniform vec2 ndc_scale;   // (2 / W, 2 / H)
-uniform sampler2D prev_rast;
+uniform sampler2D prev_id; // rast[..., 3] of the previous layer
 
-float encode_id(uint id1) {
-    return id1 <= 16777216u ? float(id1) : uintBitsToFloat(0x4A800000u + id1);
+// The triangle id held by rast[..., 3] (see csrc/common.h), -1 for an empty pixel.
+int decode_id(float w) {
+    if (!(w > 0.0)) return -1;
+    return w <= 16777216.0 ? int(w) - 1 : int(floatBitsToUint(w) - 0x4A800000u) - 1;
 }
-#endif
 
-void main() {
-    uint id1 = uint(tri_base + gl_PrimitiveID) + 1u;
-#ifdef PEEL
-    vec4 prev = texelFetch(prev_rast, ivec2(gl_FragCoord.xy), 0);
-    if (prev.w == 0.0 || prev.w == encode_id(id1)) discard;
-    int t = tri_base + gl_PrimitiveID;
+// z/w of triangle t at this fragment's pixel centre.
+float depth_at(int t) {
     vec4 p0 = pos[vertex_base + tri[3 * t + 0]];
     vec4 p1 = pos[vertex_base + tri[3 * t + 1]];
     vec4 p2 = pos[vertex_base + tri[3 * t + 2]];
@@ -39,8 +39,16 @@ void main() {
     vec3 a = vec3(p1.y * p2.w - p2.y * p1.w, p2.y * p0.w - p0.y * p2.w, p0.y * p1.w - p1.y * p0.w);
     vec3 b = vec3(p2.x * p1.w - p1.x * p2.w, p0.x * p2.w - p2.x * p0.w, p1.x * p0.w - p0.x * p1.w);
     vec3 L = c + a * xn + b * yn;
-    float zw = dot(L, vec3(p0.z, p1.z, p2.z)) / dot(L, vec3(p0.w, p1.w, p2.w));
-    if (!(zw > prev.z)) discard;
+    precise float zw = dot(L, vec3(p0.z, p1.z, p2.z)) / dot(L, vec3(p0.w, p1.w, p2.w));
+    return zw;
+}
 #endif
-    out_id = id1;
+
+void main() {
+    int t = tri_base + gl_PrimitiveID;
+#ifdef PEEL
+    int prev = decode_id(texelFetch(prev_id, ivec2(gl_FragCoord.xy), 0).r);
+    if (prev < 0 || !(depth_at(t) > depth_at(prev))) discard;
+#endif
+    out_id = uint(t) + 1u;
 }

@@ -172,18 +172,59 @@ def test_triangle_id_encoding_above_2_pow_24():
     assert decoded.tolist() == ids + [-1]
     # monotone in the id, so comparisons of the raw channel still order triangles
     assert torch.all(rast[0, 0, 1 : len(ids), 3] > rast[0, 0, : len(ids) - 1, 3])
+    with pytest.raises(TypeError, match="triangle_index: rast must have dtype torch.float32"):
+        dr.triangle_index(rast.double())
+    with pytest.raises(ValueError, match=r"rast must have shape \[\.\.\., 4\]"):
+        dr.triangle_index(rast[..., :3])
 
 
-def test_kernels_decode_large_ids(device):
-    # interpolate reads the id channel with the kernels' decoder: a pixel holding the
-    # encoding of triangle 2^24 + 3 must pick that triangle's attributes.
-    t = (1 << 24) + 3
-    tri = torch.zeros(t + 1, 3, dtype=torch.int32)
-    tri[t] = torch.tensor([1, 2, 3])
-    attr = torch.tensor([[0.0], [10.0], [20.0], [30.0]])
-    rast = torch.tensor([[[[0.5, 0.25, 0.0, ref.encode_triangle_id(t)]]]])
-    out, _ = dr.interpolate(attr.to(device), rast.to(device), tri.to(device))
-    assert out.item() == pytest.approx(0.5 * 10 + 0.25 * 20 + 0.25 * 30)
+def test_triangle_ids_above_2_pow_24_end_to_end(glctx, device):
+    """Range mode draws the last two of 2^24 + 2 triangles: GL's primitive ids, the
+    kernel's encoding, triangle_index and the kernels' decoders (interpolate, the
+    rasterize backward) must all agree on ids 2^24 and 2^24 + 1."""
+    big = 1 << 24
+    h, w = 8, 8
+    lower = screen_triangle([(0, 0), (8, 0), (0, 8)], h, w)
+    upper = screen_triangle([(8, 8), (0, 8), (8, 0)], h, w)
+    pos = torch.cat([lower, upper])
+    small_tri = tri_tensor([[3, 4, 5], [0, 1, 2]])
+    tri = torch.zeros(big + 2, 3, dtype=torch.int32)
+    tri[big:] = small_tri
+    ranges = torch.tensor([[big, 2], [big + 1, 1]], dtype=torch.int32)
+    pos_d = pos.to(device).requires_grad_(True)
+    rast, rast_db = dr.rasterize(glctx, pos_d, tri.to(device), (h, w), ranges=ranges)
+    ids = dr.triangle_index(rast.detach().cpu())
+    assert set(ids[0].unique().tolist()) == {big, big + 1}
+    assert set(ids[1].unique().tolist()) == {-1, big + 1}
+    bits = rast.detach().cpu()[..., 3].view(torch.int32)
+    assert torch.all(bits[ids == big + 1] == 0x4A800000 + big + 2)
+    # the same scene with ids 0 and 1 gives the same image apart from the id channel
+    pos_s = pos.to(device).requires_grad_(True)
+    small_ranges = torch.tensor([[0, 2], [1, 1]], dtype=torch.int32)
+    small, small_db = dr.rasterize(glctx, pos_s, small_tri.to(device), (h, w), ranges=small_ranges)
+    small_ids = dr.triangle_index(small.detach().cpu())
+    assert torch.equal(torch.where(small_ids >= 0, small_ids + big, -1), ids)
+    torch.testing.assert_close(rast[..., :3], small[..., :3], atol=0, rtol=0)
+    attr = torch.tensor([[0.0], [1.0], [2.0], [10.0], [20.0], [30.0]], device=device)
+    out, da = dr.interpolate(attr, rast, tri.to(device), rast_db, diff_attrs="all")
+    out_s, da_s = dr.interpolate(attr, small, small_tri.to(device), small_db, diff_attrs="all")
+    assert out.abs().sum() > 0
+    torch.testing.assert_close(out, out_s, atol=0, rtol=0)
+    torch.testing.assert_close(da, da_s, atol=0, rtol=0)
+    (grad,) = torch.autograd.grad(out.sum() + da.sum(), pos_d)
+    (grad_s,) = torch.autograd.grad(out_s.sum() + da_s.sum(), pos_s)
+    assert grad_s.abs().max() > 0
+    torch.testing.assert_close(grad, grad_s)
+
+
+def test_more_images_than_gl_array_layers(glctx, device):
+    """Images are drawn one after another, so N is not bounded by GL_MAX_ARRAY_TEXTURE_LAYERS."""
+    n = int(glctx.gl.info["GL_MAX_ARRAY_TEXTURE_LAYERS"]) + 3
+    pos = screen_triangle([(-1, -1), (3, -1), (-1, 3)], 1, 1).repeat(n, 1, 1)
+    pos[1::2, :, 0] += 10 * pos[1::2, :, 3]  # odd images: off screen
+    rast, _ = dr.rasterize(glctx, pos.to(device), tri_tensor([[0, 1, 2]], device), (1, 1))
+    covered = rast.cpu()[:, 0, 0, 3] > 0
+    assert torch.equal(covered, torch.arange(n) % 2 == 0)
 
 
 # ---------------------------------------------------------------------------
@@ -297,9 +338,106 @@ def test_depth_peeler_layers(glctx, device):
         with pytest.raises(RuntimeError, match="DepthPeeler"):
             dr.rasterize(glctx, pos, tri, (h, w))
     torch.testing.assert_close(seen[0], plain.cpu())
-    assert [dr.triangle_index(s)[0, 0, 0].item() for s in seen] == [1, 0, 2, -1]
+    for layer, expected in zip(seen, [1, 0, 2, -1]):  # nearest first: z = -0.2, 0.3, 0.6
+        assert torch.all(dr.triangle_index(layer) == expected)
     assert torch.count_nonzero(seen[3]) == 0
     dr.rasterize(glctx, pos, tri, (h, w))  # the context is free again
+    with pytest.raises(RuntimeError, match="context manager"):
+        dr.DepthPeeler(glctx, pos, tri, (h, w)).rasterize_next_layer()
+
+
+def _depth_order(pos, tri, h, w):
+    """Per pixel, the triangle ids sorted by z/w at the pixel centre ([T, H, W], -1 where
+    fewer triangles cover it), and a mask of the pixels that neither an edge (1e-3 px) nor
+    a near tie in depth (1e-5) makes ambiguous."""
+    zw, clear = [], torch.ones(h, w, dtype=torch.bool)
+    for t in range(tri.shape[0]):
+        corners = pos[tri[t].long()].double()
+        inside, margin = ref.inside_triangle(corners, h, w)
+        clear &= margin > 1e-3
+        uv, _ = ref.barycentrics(pos, tri, torch.full((1, h, w), t))
+        u, v = uv[0, ..., 0], uv[0, ..., 1]
+        lam = torch.stack([u, v, 1 - u - v])
+        depth = (lam * corners[:, 2, None, None]).sum(0) / (lam * corners[:, 3, None, None]).sum(0)
+        zw.append(torch.where(inside, depth, torch.inf))
+    zw, order = torch.stack(zw).sort(0)
+    gaps = zw[1:] - zw[:-1]
+    clear &= ((gaps > 1e-5) | gaps.isnan()).all(0)  # inf - inf: both absent
+    return torch.where(zw.isinf(), -1, order), clear
+
+
+@pytest.mark.parametrize("mode", ["instanced", "range"])
+def test_depth_peeler_matches_depth_sorted_reference(glctx, device, mode):
+    """Overlapping random triangles: layer k holds the k-th nearest surface at every pixel,
+    with the barycentrics of that surface and gradients like rasterize's."""
+    h, w = 20, 24
+    pos, tri = random_scene(num_tris=10, num_images=1, seed=23)
+    pos = pos[0]
+    order, clear = _depth_order(pos, tri, h, w)
+    depth_complexity = int((order >= 0).sum(0).max())
+    assert depth_complexity >= 4 and (order[2] >= 0).sum() > 20 and clear.sum() > 400
+    pos_d = pos.to(device).requires_grad_(True)
+    if mode == "instanced":
+        args, ranges = (pos_d[None], tri.to(device), (h, w)), None
+    else:
+        args, ranges = (pos_d, tri.to(device), (h, w)), torch.tensor([[0, tri.shape[0]]], dtype=torch.int32)
+    g = torch.Generator().manual_seed(22)
+    with dr.DepthPeeler(glctx, *args, ranges=ranges) as peeler:
+        for k in range(depth_complexity + 1):
+            rast, rast_db = peeler.rasterize_next_layer()
+            ids = dr.triangle_index(rast.detach().cpu())
+            expected = order[k] if k < depth_complexity else torch.full((h, w), -1)
+            assert torch.equal(ids[0][clear], expected[clear]), f"layer {k}"
+            if k == depth_complexity:
+                assert torch.count_nonzero(rast) == 0
+                break
+            weights = torch.randn(rast.shape, generator=g)
+            (grad,) = torch.autograd.grad(((rast + rast_db) * weights.to(device)).sum(), pos_d)
+            pos_ref = pos.double().requires_grad_(True)
+            uv, db = ref.barycentrics(pos_ref, tri, ids)
+            torch.testing.assert_close(rast.detach().cpu()[..., :2], uv.float().detach(), atol=5e-5, rtol=0)
+            (grad_ref,) = torch.autograd.grad((uv * weights[..., :2]).sum() + (db * weights).sum(), pos_ref)
+            scale = grad_ref.abs().max().item()
+            torch.testing.assert_close(grad.cpu().double(), grad_ref, atol=2e-4 * scale, rtol=1e-3)
+
+
+def test_depth_peeler_coplanar_surfaces_terminate(glctx, device):
+    """A duplicated triangle is not strictly farther than itself: it is peeled once, and the
+    surface behind it comes next. Coplanar triangles with different vertices (equal z/w up
+    to rounding) each appear at most once per pixel, so peeling ends after T layers."""
+    h, w = 32, 32
+    a = screen_triangle([(1, 2), (30, 5), (6, 29)], h, w, z=0.2, wclip=[1.0, 2.0, 0.7])
+    # a larger triangle in the plane of `a`: its vertices are affine combinations of a's
+    big = torch.tensor([[1.5, -0.25, -0.25], [-0.25, 1.5, -0.25], [-0.25, -0.25, 1.5]]) @ a
+    back = screen_triangle([(-8, -8), (48, -8), (-8, 48)], h, w, z=0.5)
+    tri = tri_tensor([[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]], device)
+    pos = torch.cat([a, a, big, back])[None].to(device)
+    covered_a = ref.inside_triangle(a, h, w)[0] & (ref.inside_triangle(a, h, w)[1] > 1e-3)
+    layers = []
+    with dr.DepthPeeler(glctx, pos[:, :6], tri[:2], (h, w)) as peeler:  # a and its duplicate
+        layers = [dr.triangle_index(peeler.rasterize_next_layer()[0].cpu())[0] for _ in range(2)]
+    assert covered_a.sum() > 100
+    assert torch.all((layers[0] == 0)[covered_a]) and torch.all(layers[1] == -1)
+    with dr.DepthPeeler(glctx, pos, tri, (h, w)) as peeler:
+        layers = [dr.triangle_index(peeler.rasterize_next_layer()[0].cpu())[0] for _ in range(5)]
+    stack = torch.stack(layers[:4])
+    assert torch.all(layers[4] == -1)
+    assert torch.all(stack[:, covered_a] != 1)  # the duplicate never shows
+    assert torch.all((stack[:, covered_a] == 3).sum(0) == 1)  # the back surface once, behind
+    for t in range(4):
+        assert torch.all((stack == t).sum(0) <= 1)
+
+
+def test_depth_peeler_storage_limit(glctx, device, monkeypatch):
+    """The peeling shader reads pos and tri as storage buffers, so their size is checked;
+    plain rasterize draws them as vertex and index buffers and has no such limit."""
+    pos = screen_triangle([(0, 0), (4, 0), (0, 4)], 4, 4)[None].to(device)
+    tri = tri_tensor([[0, 1, 2]], device)
+    monkeypatch.setattr(glctx, "max_storage_bytes", 16)
+    with pytest.raises(ValueError, match="pos needs 48 bytes of GL storage buffer"):
+        dr.DepthPeeler(glctx, pos, tri, (4, 4))
+    rast, _ = dr.rasterize(glctx, pos, tri, (4, 4))
+    assert (rast[..., 3] > 0).sum() == 6  # centres with x + y < 4
 
 
 def test_depth_peeler_one_at_a_time(glctx, device):
@@ -350,15 +488,29 @@ def test_context_bound_to_its_thread(glctx, device):
 
 
 def test_non_finite_positions_do_not_crash(glctx, device):
-    pos = torch.tensor(
-        [
-            [[float("nan"), 0, 0, 1], [1, 0, 0, 1], [0, 1, 0, 1]],
-            [[float("inf"), 0, 0, 1], [1, -1, 0, 1], [-1, 1, 0, 1]],
-        ],
-        device=device,
-    )
-    rast, _ = dr.rasterize(glctx, pos, tri_tensor([[0, 1, 2]], device), (8, 8))
-    assert rast.shape == (2, 8, 8, 4)
+    """NaN / inf / w = 0 vertices: no crash, finite outputs and gradients, the finite
+    triangles of the same image and the other images unaffected."""
+    nan, inf = float("nan"), float("inf")
+    h, w = 8, 8
+    good = screen_triangle([(0, 0), (8, 0), (0, 8)], h, w)
+    bad = [
+        [[nan, 0, 0, 1], [1, 0, 0, 1], [0, 1, 0, 1]],
+        [[inf, 0, 0, 1], [1, -1, 0, 1], [-1, 1, 0, 1]],
+        [[-1, -1, 0, 1], [1, -1, 0, 1], [-1, 1, 0, -inf]],
+        [[-1, -1, 0, 0], [1, -1, 0, 0], [-1, 1, 0, 0]],
+    ]
+    tri = tri_tensor([[0, 1, 2], [3, 4, 5]], device)
+    pos = torch.stack([torch.cat([good, torch.tensor(b)]) for b in bad])
+    pos_d = pos.to(device).requires_grad_(True)
+    rast, rast_db = dr.rasterize(glctx, pos_d, tri, (h, w))
+    out, out_da = dr.interpolate(torch.rand(6, 2, device=device), rast, tri, rast_db, diff_attrs="all")
+    (grad,) = torch.autograd.grad(rast.sum() + rast_db.sum() + out.sum() + out_da.sum(), pos_d)
+    for t in (rast, rast_db, out, out_da, grad):
+        assert torch.isfinite(t).all()
+    alone, alone_db = dr.rasterize(glctx, good[None].to(device), tri[:1], (h, w))
+    for n in range(len(bad)):
+        torch.testing.assert_close(rast[n].detach(), alone[0], atol=0, rtol=0)
+        torch.testing.assert_close(rast_db[n].detach(), alone_db[0], atol=0, rtol=0)
 
 
 @pytest.mark.parametrize(
@@ -376,16 +528,40 @@ def test_non_finite_positions_do_not_crash(glctx, device):
         (torch.zeros(3, 4), [[0, 1, 2]], (4, 4), [[0, 2]], ValueError, "outside the 1 triangles"),
         (torch.zeros(3, 4), [[0, 1, 2]], (4, 4), "int64", ValueError, "ranges must be an int32"),
         (torch.zeros(1, 3, 4), [[0, 1, 2]], (4, 4), [[0, 1]], ValueError, "only valid with pos of shape"),
+        (torch.zeros(4), [[0, 1, 2]], (4, 4), None, ValueError, r"pos must have shape \[N, V, 4\]"),
+        (torch.zeros(1, 1, 3, 4), [[0, 1, 2]], (4, 4), None, ValueError, r"pos must have shape \[N, V, 4\]"),
+        (torch.zeros(1, 3, 4), [[0, 1]], (4, 4), None, ValueError, r"tri must have shape \[T, 3\]"),
+        (torch.zeros(1, 3, 4), [0, 1, 2], (4, 4), None, ValueError, r"tri must have shape \[T, 3\]"),
+        (torch.zeros(1, 3, 4), [[0, 1, 2]], (-3, 4), None, ValueError, "resolution"),
+        (torch.zeros(1, 3, 4), [[0, 1, 2]], (4, 4, 4), None, TypeError, "pair of ints"),
+        (torch.zeros(1, 3, 4), [[0, 1, 2]], "max+1", None, ValueError, "GL limit"),
+        (torch.zeros(3, 4), [[0, 1, 2]], (4, 4), [[-1, 1]], ValueError, r"range \(first=-1"),
+        (torch.zeros(3, 4), [[0, 1, 2]], (4, 4), [[0, -1]], ValueError, "count=-1"),
+        (torch.zeros(3, 4), [[0, 1, 2]], (4, 4), [[0, 1, 1]], ValueError, r"ranges must be an int32 tensor of shape"),
+        (torch.zeros(3, 4), [[0, 1, 2]], (4, 4), "meta", ValueError, "ranges must be on the CPU"),
+        (torch.zeros(3, 4), [[0, 1, 2]], (4, 4), "list", ValueError, "ranges must be an int32 tensor"),
+        (torch.zeros(3, 4), [[0, 1, 2]], (4, 4), "empty", ValueError, "batch is empty"),
+        (torch.zeros(0, 3, 4), [[0, 1, 2]], (4, 4), None, ValueError, "batch is empty"),
     ],
 )
 def test_invalid_arguments(cpu_glctx, pos, tri, res, ranges, error, match):
     tri = torch.tensor(tri, dtype=torch.int32)
-    if ranges == "int64":
-        ranges = torch.zeros(1, 2, dtype=torch.int64)
+    if res == "max+1":
+        res = (cpu_glctx.max_resolution + 1, 1)
+    special = {
+        "int64": lambda: torch.zeros(1, 2, dtype=torch.int64),
+        "meta": lambda: torch.zeros(1, 2, dtype=torch.int32, device="meta"),
+        "list": lambda: [[0, 1]],
+        "empty": lambda: torch.zeros(0, 2, dtype=torch.int32),
+    }
+    if isinstance(ranges, str):
+        ranges = special[ranges]()
     elif ranges is not None:
         ranges = torch.tensor(ranges, dtype=torch.int32)
     with pytest.raises(error, match=match):
         dr.rasterize(cpu_glctx, pos, tri, res, ranges=ranges)
+    with pytest.raises(error, match=match):  # the peeler validates the same way
+        dr.DepthPeeler(cpu_glctx, pos, tri, res, ranges=ranges)
 
 
 def test_invalid_types_and_devices(cpu_glctx):
@@ -399,12 +575,14 @@ def test_invalid_types_and_devices(cpu_glctx):
         dr.rasterize(glctx, [[0, 0, 0, 1]], tri, (4, 4))
     with pytest.raises(ValueError, match="one device"):
         dr.rasterize(glctx, torch.zeros(1, 3, 4), tri.to("meta"), (4, 4))
+    with pytest.raises(ValueError, match="pos is on meta but the context serves cpu"):
+        dr.rasterize(glctx, torch.zeros(1, 3, 4, device="meta"), tri.to("meta"), (4, 4))
     with pytest.raises(ValueError, match="mode must be one of"):
         dr.RasterizeGLContext(mode="auto")
 
 
 def test_reused_and_modified_inputs_are_uploaded_correctly(glctx, device):
-    """The same tri tensor skips its upload; an in-place change must still be seen."""
+    """In-place changes of pos and tri between calls are always seen."""
     h, w = 8, 8
     pos = torch.cat([screen_triangle([(0, 0), (8, 0), (0, 8)], h, w), screen_triangle([(8, 8), (0, 8), (8, 0)], h, w)])
     pos = pos[None].to(device)
@@ -414,8 +592,10 @@ def test_reused_and_modified_inputs_are_uploaded_correctly(glctx, device):
     second, _ = dr.rasterize(glctx, pos, tri, (h, w))
     pos[0, 3:, 0] += 100.0  # moves the second triangle off screen, in place
     third, _ = dr.rasterize(glctx, pos, tri, (h, w))
-    covered = [(r[..., 3] > 0).sum().item() for r in (first, second, third)]
-    assert covered[0] == 28 and covered[1] >= 28 and covered[2] == 0
+    pos.data[0, 3:, 0] -= 100.0  # `.data` changes bypass torch's version counter
+    fourth, _ = dr.rasterize(glctx, pos, tri, (h, w))
+    covered = [(r[..., 3] > 0).sum().item() for r in (first, second, third, fourth)]
+    assert covered[0] == 28 and covered[1] >= 28 and covered[2] == 0 and covered[3] == covered[1]
 
 
 def test_gradient_accumulation_per_thread_and_shared(glctx, device, monkeypatch):
