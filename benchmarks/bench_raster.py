@@ -27,9 +27,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    device = torch.device(args.device)
     # An empty kernel cache, so that the first call shows compilation time.
-    os.environ["GLRAST_CACHE_DIR"] = tempfile.mkdtemp(prefix="glrast-bench-cache-")
+    with tempfile.TemporaryDirectory(prefix="glrast-bench-cache-") as cache:
+        os.environ["GLRAST_CACHE_DIR"] = cache
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
+    device = torch.device(args.device)
     sizes = ["5k", "80k"] if args.quick else list(LEVELS)
     resolutions = [256, 512] if args.quick else [256, 512, 1024]
     glctx = dr.RasterizeGLContext(device=device)

@@ -1,5 +1,6 @@
 """`pip install .` (not editable) gives a working package: kernels, shaders and examples ship inside it."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,9 +22,15 @@ print('ok', sorted(p.name for p in k.csrc_dir().iterdir()))
 
 
 def test_non_editable_install_works_outside_the_checkout(tmp_path):
+    # Built from a clean copy: pip builds in the source tree, and a stale build/ left in
+    # the checkout (say, with a module deleted since) would otherwise end up in the wheel.
+    source = tmp_path / "src"
+    local = (".*", "build", "dist", "out", "*.egg-info", "__pycache__")
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*local))
     target = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile"]
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-compile", "--target", str(target), str(ROOT)],
+        [*pip, "--target", str(target), str(source)],
         check=True,
         capture_output=True,
     )
