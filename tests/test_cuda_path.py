@@ -518,7 +518,9 @@ CUresult cuCtxPushCurrent(u64 ctx) { stack[depth++] = ctx; return call("cuCtxPus
 CUresult cuCtxPopCurrent(u64* ctx) { CUresult r = call("cuCtxPopCurrent", ""); *ctx = stack[--depth]; return r; }
 CUresult cuModuleLoadData(u64* mod, const void* image) {
     *mod = 0x4000;
-    return call("cuModuleLoadData", " elf=%d", memcmp(image, "\x7f" "ELF", 4) == 0);
+    int elf = memcmp(image, "\x7f" "ELF", 4) == 0;  // a cubin; else NUL-terminated PTX text
+    int entry = !elf && strstr((const char*)image, ".entry interpolate_fwd") != NULL;
+    return call("cuModuleLoadData", " elf=%d ptx_entry=%d", elf, entry);
 }
 CUresult cuModuleGetFunction(u64* fn, u64 mod, const char* name) {
     *fn = 0x5000;
@@ -574,6 +576,9 @@ class P(ctypes.Structure):
 mod = kernels.CudaModule("interpolate", dev)
 mod.launch("interpolate_fwd", P(0x1234, -7), 1000)
 mod.launch("interpolate_fwd", P(0x1234, -7), 0)  # nothing to do: no launch
+torch.cuda.get_device_capability = lambda device=None: (99, 0)  # newer than NVRTC knows: PTX for the driver's JIT
+ptx_mod = kernels.CudaModule("interpolate", dev)
+print("target", ptx_mod.target, ptx_mod.arch)
 gl = types.SimpleNamespace(error="GL_NO_ERROR")
 targets = interop.CudaTargets(gl, [types.SimpleNamespace(glo=5), types.SimpleNamespace(glo=6)], dev)
 out0, out1 = torch.empty(4, 3, 4), torch.empty(4, 3, 4)
@@ -622,6 +627,8 @@ def test_driver_calls_against_a_stand_in_libcuda(tmp_path, monkeypatch):
     # NVRTC must not run next to the stand-in driver (it talks to libcuda): build the cubin here first.
     monkeypatch.setenv("GLRAST_CACHE_DIR", str(cache))
     kernels.build_nvrtc("interpolate", 90)
+    ptx_target = kernels.select_target(990, kernels.nvrtc_supported_archs())
+    kernels.build_nvrtc("interpolate", ptx_target[1], "ptx")
     env = {
         **os.environ,
         "FAKE_CUDA_LOG": str(tmp_path / "log"),
@@ -644,12 +651,15 @@ def test_driver_calls_against_a_stand_in_libcuda(tmp_path, monkeypatch):
         "cuDeviceGet ctx=0 1",
         "cuDevicePrimaryCtxRetain ctx=0 1",
         f"cuCtxPushCurrent {ctx} 0x1001",
-        f"cuModuleLoadData {ctx} elf=1",  # the sm_90 cubin
+        f"cuModuleLoadData {ctx} elf=1 ptx_entry=0",  # the sm_90 cubin
         f"cuCtxPopCurrent {ctx}",
         f"cuCtxPushCurrent {ctx} 0x1001",
         f"cuModuleGetFunction {ctx} 0x4000 interpolate_fwd",
         # grid: ceil(1000 / 256) blocks; the struct and n arrive by value
         f"cuLaunchKernel {ctx} 0x5000 grid=4,1,1 block=256,1,1 shared=0 stream=0x5555 p=0x1234,-7 n=1000",
+        f"cuCtxPopCurrent {ctx}",
+        f"cuCtxPushCurrent {ctx} 0x1001",
+        f"cuModuleLoadData {ctx} elf=0 ptx_entry=1",  # sm_990: PTX of NVRTC's newest architecture
         f"cuCtxPopCurrent {ctx}",
         f"cuCtxPushCurrent {ctx} 0x1001",
         f"cuGraphicsGLRegisterImage {ctx} 5 0xde1 1",  # GL_TEXTURE_2D, read-only
@@ -686,3 +696,4 @@ def test_driver_calls_against_a_stand_in_libcuda(tmp_path, monkeypatch):
     assert "A GL error was pending: GL_INVALID_OPERATION" in out
     assert "register error: CUDA-GL interop on cuda:1 (registering) failed: CUDA_ERROR_INVALID_GRAPHICS_CONTEXT" in out
     assert "pci 0000:0B:00.0" in out
+    assert f"target ptx {ptx_target[1]}" in out and ptx_target[0] == "ptx"

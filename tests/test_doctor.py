@@ -88,8 +88,20 @@ def test_cli_text(report):
         f"host compiler: {kernels.host_compiler()[0]}",
         f"kernel cache: {kernels.cache_dir()}",
         "glrast can run here.",
+        "libEGL_nvidia: ",
+        "glvnd vendor file: ",
+        "  driver: CUDA " if report["cuda"]["driver"]["loaded"] else "  driver: not loaded (",
+        *(f"EGL device {d['index']}: " for d in report["egl"]["devices"]),
+        *(f"CUDA ordinal {'-' if d['cuda_ordinal'] is None else d['cuda_ordinal']}" for d in report["egl"]["devices"]),
+        *(f"{p['severity'].upper()}: {p['problem']}" for p in report["problems"]),
+        *(
+            f"cuda:{m['cuda']} -> " + ("none" if m["error"] else f"EGL device {m['egl_device']}")
+            for m in report["gl"]["cuda_matches"]
+        ),
     ):
         assert expected in out, f"{expected!r} missing from:\n{out}"
+    if not torch.cuda.is_available():
+        assert "NOTE: no CUDA device: glrast runs on the CPU" in out
 
 
 def test_cli_json():

@@ -1,6 +1,7 @@
 """Kernel runtime: every csrc/*.cu compiles with NVRTC for the supported GPU
-generations and as PTX (no GPU needed), architecture selection, and the host
-build's disk cache (hits, keys, failures, missing compiler, concurrent builds)."""
+generations and as PTX (no GPU needed), architecture selection, the host
+build's disk cache (hits, keys, failures, missing compiler, concurrent builds),
+and benchmarks/gpu_smoke.py, which compares the two builds op by op."""
 
 import ctypes
 import os
@@ -11,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 from glrast import kernels
 
@@ -221,3 +223,37 @@ def test_concurrent_host_builds(tiny_tree):
     assert len(paths) == 1
     assert [p.name for p in (cache / "host").iterdir()] == [Path(paths.pop()).name]
     assert _leftovers(cache) == []
+
+
+# ---------------------------------------------------------------------------
+# The GPU smoke script: every op forward + backward on a device against the CPU build.
+
+SMOKE = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_smoke.py"
+SMOKE_OPS = ("rasterize", "depth peeling, layer 2", "interpolate", "texture", "texture (cube)", "antialias")
+
+
+def _smoke(device: str) -> str:
+    cmd = [sys.executable, str(SMOKE), "--device", device, "--res", "32", "--runs", "1"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    rows = {line.split(" | ")[0].lstrip("| ").split(" (same")[0] for line in res.stdout.splitlines() if "| " in line}
+    assert set(SMOKE_OPS) <= rows, res.stdout
+    return res.stdout
+
+
+def test_gpu_smoke_script_runs_cpu_against_cpu():
+    out = _smoke("cpu")
+    assert "same triangle at 100.00% of pixels" in out  # one GL driver: identical coverage
+    assert "FAILED" not in out
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_smoke_script_cuda_matches_cpu_build():
+    assert "FAILED" not in _smoke("cuda")
+
+
+def test_gpu_smoke_script_without_cuda_says_so():
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no GPU for the script, on any machine
+    res = subprocess.run([sys.executable, str(SMOKE)], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "CUDA is not available" in res.stdout, res.stdout + res.stderr
