@@ -55,14 +55,25 @@ def _matrix(rows: list[list[object]], like: torch.Tensor | None) -> torch.Tensor
     return torch.stack(cells, dim=-1).reshape(*cells[0].shape, 4, 4)
 
 
+def _require(ok: torch.Tensor, message: str, **got: torch.Tensor) -> None:
+    """Raise ValueError(message + the values in `got`) unless every element of the boolean tensor `ok` is true."""
+    if not bool(ok.all()):
+        values = ", ".join(f"{name}={value.tolist()}" for name, value in got.items())
+        raise ValueError(f"{message}, got {values}" if got else message)
+
+
 def perspective(fovy: TensorLike, aspect: TensorLike, near: TensorLike, far: TensorLike) -> torch.Tensor:
     """OpenGL perspective projection, [4, 4] (or [..., 4, 4] for batched tensor arguments).
 
-    fovy: vertical field of view in degrees; aspect: width / height of the image;
-    near, far: positive distances of the clipping planes, mapped to z/w = -1 and +1.
+    fovy: vertical field of view in degrees, in (0, 180); aspect: width / height of the
+    image, > 0; near, far: distances of the clipping planes, 0 < near < far, mapped to
+    z/w = -1 and +1.
     """
     ref = _reference(fovy, aspect, near, far)
     fovy, aspect, near, far = (_tensor(x, ref) for x in (fovy, aspect, near, far))
+    _require((fovy > 0) & (fovy < 180), "perspective: fovy must be in (0, 180) degrees", fovy=fovy)
+    _require(aspect > 0, "perspective: aspect must be > 0", aspect=aspect)
+    _require((near > 0) & (far > near), "perspective: needs 0 < near < far", near=near, far=far)
     f = 1.0 / torch.tan(torch.deg2rad(fovy) / 2)
     zero, one = torch.zeros_like(f), torch.ones_like(f)
     return _matrix(
@@ -83,6 +94,9 @@ def orthographic(
     (camera coordinates, looking down -z) onto clip space; [4, 4] (or batched)."""
     ref = _reference(left, right, bottom, top, near, far)
     l, r, b, t, n, f = (_tensor(x, ref) for x in (left, right, bottom, top, near, far))
+    for names, lo, hi in (("left right", l, r), ("bottom top", b, t), ("near far", n, f)):
+        first, second = names.split()
+        _require(lo != hi, f"orthographic: {first} and {second} must differ", **{first: lo, second: hi})
     zero, one = torch.zeros_like(l), torch.ones_like(l)
     return _matrix(
         [
@@ -103,9 +117,16 @@ def look_at(eye: object, target: object, up: object = (0.0, 1.0, 0.0)) -> torch.
     """
     ref = _reference(eye, target, up)
     eye, target, up = (_tensor(x, ref) for x in (eye, target, up))
+    for name, x in (("eye", eye), ("target", target), ("up", up)):
+        if x.shape[-1:] != (3,):
+            raise ValueError(f"look_at: {name} must have shape [..., 3], got {list(x.shape)}")
     eye, target, up = torch.broadcast_tensors(eye, target, up)
-    back = torch.nn.functional.normalize(eye - target, dim=-1)  # camera +z
-    right = torch.nn.functional.normalize(torch.linalg.cross(up, back), dim=-1)
+    back = eye - target  # camera +z
+    _require(back.norm(dim=-1) > 0, "look_at: eye and target must differ")
+    back = torch.nn.functional.normalize(back, dim=-1)
+    side = torch.linalg.cross(up, back)
+    _require(side.norm(dim=-1) > 1e-6 * up.norm(dim=-1), "look_at: up must not be parallel to target - eye (nor zero)")
+    right = torch.nn.functional.normalize(side, dim=-1)
     true_up = torch.linalg.cross(back, right)
     rot = torch.stack([right, true_up, back], dim=-2)  # rows: camera axes in world coordinates
     trans = -(rot @ eye.unsqueeze(-1))
@@ -160,7 +181,16 @@ def from_opencv(
     rast row i is OpenCV row i (flip_y=False) or OpenCV row H - 1 - i (flip_y=True).
     w_clip equals the camera-space depth z.
     """
-    K, R, t = (_tensor(x) for x in (K, R, t))
+    K = _tensor(K)
+    R, t = _tensor(R, K).to(K.dtype), _tensor(t, K).to(K.dtype)
+    for name, x, shape in (("K", K, (3, 3)), ("R", R, (3, 3)), ("t", t, (3,))):
+        if x.shape[-len(shape) :] != shape:
+            want = ", ".join(map(str, shape))
+            raise ValueError(f"from_opencv: {name} must have shape [..., {want}], got {list(x.shape)}")
+    if int(width) < 1 or int(height) < 1:
+        raise ValueError(f"from_opencv: width and height must be >= 1, got {width}, {height}")
+    if not 0 < float(near) < float(far):
+        raise ValueError(f"from_opencv: needs 0 < near < far, got near={near}, far={far}")
     W, H = float(width), float(height)
     n, f = float(near), float(far)
     fx, s, cx = K[..., 0, 0], K[..., 0, 1], K[..., 0, 2]

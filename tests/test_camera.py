@@ -194,3 +194,29 @@ def test_rasterized_opencv_triangle(glctx, device, flip_y):
     persp = lam / depth
     persp = persp / persp.sum(-1, keepdim=True)
     torch.testing.assert_close(rast[..., :2][inside], persp[..., :2][inside], atol=2e-4, rtol=0)
+
+
+def test_argument_errors():
+    """Degenerate cameras raise a ValueError naming the argument instead of returning inf/NaN/zero matrices."""
+    bad = [
+        (lambda: camera.perspective(0.0, 1.0, 0.1, 10.0), "fovy"),
+        (lambda: camera.perspective(torch.tensor([30.0, 180.0]), 1.0, 0.1, 10.0), r"fovy=\[30.0, 180.0\]"),
+        (lambda: camera.perspective(45.0, -1.0, 0.1, 10.0), "aspect"),
+        (lambda: camera.perspective(45.0, 1.0, 0.0, 10.0), "near"),
+        (lambda: camera.perspective(45.0, 1.0, 2.0, 1.0), "near < far"),
+        (lambda: camera.orthographic(1.0, 1.0, -1.0, 1.0, 0.1, 10.0), "left and right"),
+        (lambda: camera.orthographic(-1.0, 1.0, -1.0, 1.0, 2.0, 2.0), "near and far"),
+        (lambda: camera.look_at((1.0, 2.0, 3.0), (1.0, 2.0, 3.0)), "eye and target"),
+        (lambda: camera.look_at((0.0, 3.0, 0.0), (0.0, 0.0, 0.0)), "up must not be parallel"),
+        (lambda: camera.look_at((0.0, 0.0), (0.0, 0.0)), r"\[\.\.\., 3\]"),
+        (lambda: camera.from_opencv(K_TEST[:2], R_TEST, T_TEST, 32, 24, 0.5, 20.0), "K must have shape"),
+        (lambda: camera.from_opencv(K_TEST, R_TEST, T_TEST[:, None], 32, 24, 0.5, 20.0), "t must have shape"),
+        (lambda: camera.from_opencv(K_TEST, R_TEST, T_TEST, 0, 24, 0.5, 20.0), "width and height"),
+        (lambda: camera.from_opencv(K_TEST, R_TEST, T_TEST, 32, 24, 20.0, 0.5), "near < far"),
+    ]
+    for call, message in bad:
+        with pytest.raises(ValueError, match=message):
+            call()
+    # R and t follow K's dtype
+    m = camera.from_opencv(K_TEST.double(), R_TEST, T_TEST, 32, 24, 0.5, 20.0)
+    assert m.dtype == torch.float64
