@@ -124,6 +124,10 @@ def test_vertex_normals_validation():
         mesh.vertex_normals(torch.zeros(4, 4), torch.zeros(1, 3, dtype=torch.int32))
     with pytest.raises(ValueError, match=r"tri must be an integer tensor of shape \[T, 3\]"):
         mesh.vertex_normals(torch.zeros(4, 3), torch.zeros(1, 3))
+    with pytest.raises(ValueError, match=r"tri indices must lie in \[0, 4\), got \[0, 4\]"):
+        mesh.vertex_normals(torch.zeros(4, 3), torch.tensor([[0, 1, 4]], dtype=torch.int32))
+    with pytest.raises(ValueError, match=r"got \[-1, 2\]"):
+        mesh.vertex_normals(torch.zeros(4, 3), torch.tensor([[0, -1, 2]], dtype=torch.int32))
 
 
 OBJ = """mtllib square.mtl
@@ -196,6 +200,26 @@ def test_load_glb_scene(tmp_path):
     assert m.tri.shape == tri.shape and m.pos.shape == pos.shape
     torch.testing.assert_close(m.pos, pos + torch.tensor([2.0, 0.0, 0.0]))
     assert m.tri.tolist() == tri.tolist()
+
+
+@pytest.mark.parametrize("suffix", ["obj", "glb"])
+def test_load_textured_sphere(tmp_path, suffix):
+    """OBJ (map_Kd) and glTF (PBR baseColorTexture, whose uv origin is the image's top) load alike:
+    t = 1 at the image's top row, and the texture tensor has that row last."""
+    import trimesh
+
+    pos, tri, uv = mesh.uv_sphere(6, 8)
+    image = np.zeros((8, 16, 3), np.uint8)
+    image[:4, :, 0] = 255  # top half red (north, t > 1/2), bottom half blue
+    image[4:, :, 2] = 255
+    visual = trimesh.visual.TextureVisuals(uv=uv.numpy(), image=Image.fromarray(image))
+    trimesh.Trimesh(pos.numpy(), tri.numpy(), visual=visual, process=False).export(tmp_path / f"ball.{suffix}")
+    m = mesh.load(tmp_path / f"ball.{suffix}")
+    assert m.texture.shape == (8, 16, 3) and m.uv.shape == (len(m.pos), 2)
+    torch.testing.assert_close(m.texture[0, 0], torch.tensor([0.0, 0.0, 1.0]))
+    torch.testing.assert_close(m.texture[-1, 0], torch.tensor([1.0, 0.0, 0.0]))
+    # t follows the height as in uv_sphere, whatever the file's own convention
+    torch.testing.assert_close(m.pos[:, 1], -torch.cos(torch.pi * m.uv[:, 1]), atol=1e-5, rtol=0)
 
 
 def test_load_errors(tmp_path, monkeypatch):
