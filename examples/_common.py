@@ -12,6 +12,14 @@ import numpy as np
 import torch
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def parser(name: str, doc: str | None, steps: int, res: int) -> argparse.ArgumentParser:
     """An argument parser with the options every example shares (--out, --steps, --res, --device, --seed)."""
     p = argparse.ArgumentParser(
@@ -19,8 +27,8 @@ def parser(name: str, doc: str | None, steps: int, res: int) -> argparse.Argumen
     )
     out = Path("out") / name
     p.add_argument("--out", type=Path, default=out, help=f"folder for the PNGs and the plot (default {out})")
-    p.add_argument("--steps", type=int, default=steps, help=f"optimization steps (default {steps})")
-    p.add_argument("--res", type=int, default=res, help=f"image resolution in pixels (default {res})")
+    p.add_argument("--steps", type=positive_int, default=steps, help=f"optimization steps (default {steps})")
+    p.add_argument("--res", type=positive_int, default=res, help=f"image resolution in pixels (default {res})")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--display", action="store_true", help="show progress in the live viewer (not available yet)")

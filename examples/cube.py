@@ -110,7 +110,7 @@ def run(steps: int = 1000, res: int = 16, batch: int = 4, noise: float = 0.5, lr
 
 def main(argv: list[str] | None = None) -> dict:
     p = _common.parser("cube", __doc__, steps=1000, res=16)
-    p.add_argument("--batch", type=int, default=4, help="views per step (default 4)")
+    p.add_argument("--batch", type=_common.positive_int, default=4, help="views per step (default 4)")
     p.add_argument("--noise", type=float, default=0.5, help="start: vertex displacement amplitude (default 0.5)")
     args = p.parse_args(argv)
     _common.check_display(args.display)

@@ -150,8 +150,12 @@ def run(steps: int = 400, res: int = 64, tex_res: int = 512, train_views: int = 
 
 def main(argv: list[str] | None = None) -> dict:
     p = _common.parser("earth", __doc__, steps=400, res=64)
-    p.add_argument("--tex-res", type=int, default=512, help="texture height (width is twice that; default 512)")
-    p.add_argument("--train-views", type=int, default=32, help="reference renders to learn from (default 32)")
+    p.add_argument(
+        "--tex-res", type=_common.positive_int, default=512, help="texture height (width is twice that; default 512)"
+    )
+    p.add_argument(
+        "--train-views", type=_common.positive_int, default=32, help="reference renders to learn from (default 32)"
+    )
     args = p.parse_args(argv)
     _common.check_display(args.display)
     r = run(steps=args.steps, res=args.res, tex_res=args.tex_res, train_views=args.train_views, out=args.out,

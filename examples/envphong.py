@@ -175,7 +175,7 @@ def run(steps: int = 1500, res: int = 64, env_res: int = 32, train_views: int = 
 
 def main(argv: list[str] | None = None) -> dict:
     p = _common.parser("envphong", __doc__, steps=1500, res=64)
-    p.add_argument("--env-res", type=int, default=32, help="cube map face size in texels (default 32)")
+    p.add_argument("--env-res", type=_common.positive_int, default=32, help="cube map face size in texels (default 32)")
     args = p.parse_args(argv)
     _common.check_display(args.display)
     r = run(steps=args.steps, res=args.res, env_res=args.env_res, out=args.out, device=args.device, seed=args.seed)

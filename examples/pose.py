@@ -166,9 +166,11 @@ def run(trials: int = 10, res: int = 64, max_angle: float = 90.0, candidates: in
 
 def main(argv: list[str] | None = None) -> dict:
     p = _common.parser("pose", __doc__, steps=120, res=64)
-    p.add_argument("--trials", type=int, default=10, help="number of pose recoveries (default 10)")
+    p.add_argument("--trials", type=_common.positive_int, default=10, help="number of pose recoveries (default 10)")
     p.add_argument("--max-angle", type=float, default=90.0, help="largest start error in degrees (default 90)")
     args = p.parse_args(argv)
+    if args.steps < 2:
+        p.error(f"--steps must be >= 2 (half search, half refinement), got {args.steps}")
     _common.check_display(args.display)
     search = max(1, args.steps // 2)
     result = run(trials=args.trials, res=args.res, max_angle=args.max_angle, search_steps=search,

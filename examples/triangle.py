@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
         prog="triangle.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--out", type=Path, default=Path("out/triangle"), help="output folder (default out/triangle)")
-    p.add_argument("--res", type=int, default=256, help="image side in pixels (default 256)")
+    p.add_argument("--res", type=_common.positive_int, default=256, help="image side in pixels (default 256)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--display", action="store_true", help="show the image in the live viewer (not available yet)")
     args = p.parse_args(argv)

@@ -188,6 +188,10 @@ def _cmd_render(args: argparse.Namespace) -> int:
         raise ValueError(
             f"glrast render: --elevation must be strictly between -90 and 90 degrees, got {args.elevation}"
         )
+    if not 0.0 < args.fov < 180.0:
+        raise ValueError(f"glrast render: --fov must be strictly between 0 and 180 degrees, got {args.fov}")
+    if min(args.res) < 1 or args.views < 1:
+        raise ValueError(f"glrast render: --res and --views must be >= 1, got --res {args.res} --views {args.views}")
     m = mesh.load(args.mesh, device=device)
     if args.camera:
         cams = _read_cameras(Path(args.camera), m.pos)

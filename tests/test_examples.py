@@ -54,6 +54,10 @@ def test_cli_demo_runs_an_example(tmp_path, capsys):
     assert np.asarray(Image.open(tmp_path / "triangle.png")).shape == (32, 32, 3)
     with pytest.raises(SystemExit):
         main(["demo", "nosuchexample"])
+    for bad in (["cube", "--steps", "0"], ["earth", "--res", "-4"], ["pose", "--steps", "1"]):
+        with pytest.raises(SystemExit):
+            main(["demo", *bad])
+    assert "must be >= " in capsys.readouterr().err
 
 
 PLY = "\n".join([
@@ -104,6 +108,14 @@ def test_cli_render_bad_camera_file(tmp_path):
     (tmp_path / "cams.json").write_text('[{"K": [[1, 0, 0], [0, 1, 0], [0, 0, 1]], "width": 8, "height": 8}]')
     with pytest.raises(ValueError, match="--elevation"):
         main(["render", str(tmp_path / "tet.ply"), "--out", str(tmp_path / "o"), "--elevation", "90"])
+    for option, message in (
+        (["--fov", "0"], "--fov"),
+        (["--fov", "180"], "--fov"),
+        (["--res", "0", "8"], "--res and --views"),
+        (["--views", "0"], "--res and --views"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            main(["render", str(tmp_path / "tet.ply"), "--out", str(tmp_path / "o"), *option])
     with pytest.raises(ValueError, match="camera 0 needs K"):
         main(
             ["render", str(tmp_path / "tet.ply"), "--out", str(tmp_path / "o"), "--camera", str(tmp_path / "cams.json")]
@@ -128,7 +140,7 @@ def test_pose_recovers_rotations(example, glctx, device, tmp_path):
     r = example("pose").run(trials=5, res=48, search_steps=50, refine_steps=80, out=tmp_path, device=str(device),
                             glctx=glctx, quiet=True)  # fmt: skip
     assert r["success_rate"] >= 0.8, r
-    assert max(r["start_deg"]) > 45.0  # the trials do start far away
+    assert sum(s > 60.0 for s in r["start_deg"]) >= 2  # the trials do start far away
     assert (tmp_path / "loss.png").is_file() and (tmp_path / "trial0_target_start_result.png").is_file()
 
 
