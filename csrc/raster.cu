@@ -22,6 +22,8 @@ struct RasterParams {
     const float* grad_rast;  // backward: [N, H, W, 4]; channels 0, 1 used
     const float* grad_db;    // backward: [N, H, W, 4] or null
     Accumulator grad_pos;    // backward: slots shaped like pos
+    float* corners;          // raster_corners: output [3T, 4]
+    int image;               // raster_corners: which position set of pos (instanced mode)
     int height, width;
     int verts_per_image;     // V in instanced mode, 0 in range mode
     int num_tris;            // T: ids outside [1, T] are treated as empty
@@ -60,6 +62,18 @@ GLRAST_HD bool setup(const RasterParams& p, i64 i, int t, Setup& s) {
     }
     s.S = s.L[0] + s.L[1] + s.L[2];
     return fabsf(s.S) > 0.f && is_finite_f32(s.S);
+}
+
+// Before the GL pass: the clip-space corners of every triangle, in order
+// (corners[3t + k] = pos of vertex tri[t][k] of position set `image`). The GL
+// pass draws them as a plain triangle list: llvmpipe runs that faster than an
+// indexed draw, whose vertex cache only adds work when every vertex shader
+// invocation is a single attribute copy.
+GLRAST_KERNEL(raster_corners, RasterParams) {
+    i64 v = (i64)p.image * p.verts_per_image + p.tri[i];
+    const float* src = p.pos + 4 * v;
+    float* dst = p.corners + 4 * i;
+    dst[0] = src[0]; dst[1] = src[1]; dst[2] = src[2]; dst[3] = src[3];
 }
 
 GLRAST_KERNEL(raster_fwd, RasterParams) {

@@ -18,16 +18,20 @@ _FN = "rasterize"
 class RasterPipeline:
     """The GL objects of the visibility pass, owned by one RasterizeGLContext.
 
-    The GL pass writes one triangle id (+1) per pixel into an R32UI target; the
-    raster_fwd kernel then computes rast and rast_db from the ids. Buffers and
-    render targets grow to the largest size seen and are reused; images of a
-    batch are drawn one after another into the same target and read back in
-    turn, so the target never needs more than one image.
+    The GL pass draws the triangles' corners (the raster_corners kernel gathers
+    them from pos and tri) as a plain triangle list and writes one triangle id
+    (+1) per pixel into an R32UI target; the raster_fwd kernel then computes
+    rast and rast_db from the ids. Buffers and render targets grow to the
+    largest size seen and are reused; images of a batch are drawn one after
+    another into the same target and read back in turn, so the target never
+    needs more than one image.
     """
 
     def __init__(self, gl: moderngl.Context):
         self.gl = gl
-        self.pos_buf = gl.buffer(reserve=16)
+        self.corner_buf = gl.buffer(reserve=48)  # [3T, 4] corners of one position set
+        self.corners = torch.empty(0)  # host staging for corner_buf, grown and reused
+        self.pos_buf = gl.buffer(reserve=16)  # depth peeling reads pos and tri as storage buffers
         self.tri_buf = gl.buffer(reserve=12)
         self.programs: dict[bool, tuple[moderngl.Program, moderngl.VertexArray]] = {}
         self.size = (0, 0)  # (width, height) of the render target
@@ -45,9 +49,7 @@ class RasterPipeline:
             program = self.gl.program(vertex_shader=(shaders / "rasterize.vert").read_text(), fragment_shader=frag)
             if peel:
                 program["prev_id"].value = 0
-            vao = self.gl.vertex_array(
-                program, [(self.pos_buf, "4f", "in_pos")], index_buffer=self.tri_buf, index_element_size=4
-            )
+            vao = self.gl.vertex_array(program, [(self.corner_buf, "4f", "in_pos")])
             self.programs[peel] = (program, vao)
         return self.programs[peel]
 
@@ -75,14 +77,27 @@ class RasterPipeline:
         return self.prev_tex
 
     @staticmethod
-    def _upload(buf: moderngl.Buffer, data: torch.Tensor) -> None:
+    def _upload(buf: moderngl.Buffer, host: torch.Tensor) -> None:
         # Uploaded on every call: a cache keyed on the tensor's version counter would
-        # miss in-place changes made through `.data`, and the copy costs well under 1%
-        # of a draw (3 ms of 2 s for 1.3M triangles on llvmpipe).
-        host = data.detach().cpu().contiguous()
+        # miss in-place changes made through `.data`, and the copy is a small part of
+        # the draw.
         if buf.size < host.numel() * host.element_size():
             buf.orphan(host.numel() * host.element_size())
         buf.write(host.numpy())
+
+    def _upload_corners(self, pos: torch.Tensor, tri: torch.Tensor, image: int) -> None:
+        """Gather the corners of every triangle for position set `image` into corner_buf."""
+        n = tri.numel()
+        if self.corners.numel() < 4 * n:
+            self.corners = torch.empty(4 * n, dtype=torch.float32)
+        host = self.corners[: 4 * n].view(n, 4)
+        out = host if pos.device.type == "cpu" else torch.empty(n, 4, dtype=torch.float32, device=pos.device)
+        params = RasterParams(pos=pos.data_ptr(), tri=tri.data_ptr(), corners=out.data_ptr(), image=image)
+        params.verts_per_image = pos.shape[1] if pos.ndim == 3 else 0
+        kernels.module("raster", pos.device).launch("raster_corners", params, n)
+        if out is not host:
+            host.copy_(out)
+        self._upload(self.corner_buf, host)
 
     def draw(
         self,
@@ -93,12 +108,12 @@ class RasterPipeline:
         width: int,
         prev_rast: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Rasterize one image per (vertex_base, first_tri, tri_count) in `draws`;
+        """Rasterize one image per (position set, first_tri, tri_count) in `draws`;
         returns the ids [N, H, W] int32 (triangle id + 1, 0 where empty)."""
         self._grow(height, width)
-        self._upload(self.pos_buf, pos)
-        self._upload(self.tri_buf, tri)
         if prev_rast is not None:  # the peeling shader reads the vertices itself
+            self._upload(self.pos_buf, pos.detach().cpu().contiguous())
+            self._upload(self.tri_buf, tri.cpu())
             self.pos_buf.bind_to_storage_buffer(0)
             self.tri_buf.bind_to_storage_buffer(1)
         program, vao = self._program(prev_rast is not None)
@@ -112,15 +127,18 @@ class RasterPipeline:
         self.fbo.viewport = viewport
         if prev_rast is not None:
             program["ndc_scale"].value = (2.0 / width, 2.0 / height)
-        for layer, (vertex_base, first, count) in enumerate(draws):
+        uploaded = None
+        for layer, (image, first, count) in enumerate(draws):
+            if image != uploaded:  # once per position set: every image in instanced mode, once in range mode
+                self._upload_corners(pos.detach(), tri, image)
+                uploaded = image
             self.fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0, viewport=viewport)
             if prev_rast is not None:
                 prev_tex = self._peel_texture()
                 prev_tex.write(prev_rast[layer, ..., 3].detach().cpu().contiguous().numpy(), viewport=viewport)
                 prev_tex.use(0)
-            vao.bind(0, "f", self.pos_buf, "4f", offset=16 * vertex_base)  # in_pos
             if prev_rast is not None:
-                program["vertex_base"].value = vertex_base
+                program["vertex_base"].value = image * pos.shape[-2]
             program["tri_base"].value = first
             if count > 0:
                 vao.render(moderngl.TRIANGLES, vertices=3 * count, first=3 * first)
@@ -132,12 +150,13 @@ class RasterPipeline:
         for program, vao in self.programs.values():
             vao.release()
             program.release()
-        for obj in (*self.targets, self.prev_tex, self.pos_buf, self.tri_buf):
+        for obj in (*self.targets, self.prev_tex, self.corner_buf, self.pos_buf, self.tri_buf):
             if obj is not None:
                 obj.release()
         self.targets = []
         self.prev_tex = None
         self.programs = {}
+        self.corners = torch.empty(0)
 
 
 class RasterParams(ctypes.Structure):
@@ -150,6 +169,8 @@ class RasterParams(ctypes.Structure):
         ("grad_rast", ctypes.c_void_p),
         ("grad_db", ctypes.c_void_p),
         ("grad_pos", kernels.Accumulator),
+        ("corners", ctypes.c_void_p),
+        ("image", ctypes.c_int),
         ("height", ctypes.c_int),
         ("width", ctypes.c_int),
         ("verts_per_image", ctypes.c_int),
@@ -229,7 +250,7 @@ def _prepare(glctx: Any, pos: Any, tri: Any, resolution: Any, ranges: Any, fn: s
             raise ValueError(
                 f"{fn}: ranges is only valid with pos of shape [V, 4] (range mode); got pos {list(pos.shape)}"
             )
-        draws = [(n * num_verts, 0, num_tris) for n in range(pos.shape[0])]
+        draws = [(n, 0, num_tris) for n in range(pos.shape[0])]
     else:
         if ranges is None:
             raise ValueError(f"{fn}: pos of shape [V, 4] needs ranges (range mode); for one image use pos[None]")
