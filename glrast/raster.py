@@ -13,6 +13,7 @@ from ._resources import resource_dir
 from .context import RasterizeGLContext
 
 _FN = "rasterize"
+CORNER_CHUNK = 1 << 18  # triangle corners gathered per staging pass (4 MiB)
 
 
 class RasterPipeline:
@@ -30,7 +31,7 @@ class RasterPipeline:
     def __init__(self, gl: moderngl.Context):
         self.gl = gl
         self.corner_buf = gl.buffer(reserve=48)  # [3T, 4] corners of one position set
-        self.corners = torch.empty(0)  # host staging for corner_buf, grown and reused
+        self.corners: torch.Tensor | None = None  # [CORNER_CHUNK, 4] staging for corner_buf, on pos's device
         self.pos_buf = gl.buffer(reserve=16)  # depth peeling reads pos and tri as storage buffers
         self.tri_buf = gl.buffer(reserve=12)
         self.programs: dict[bool, tuple[moderngl.Program, moderngl.VertexArray]] = {}
@@ -86,18 +87,24 @@ class RasterPipeline:
         buf.write(host.numpy())
 
     def _upload_corners(self, pos: torch.Tensor, tri: torch.Tensor, image: int) -> None:
-        """Gather the corners of every triangle for position set `image` into corner_buf."""
-        n = tri.numel()
-        if self.corners.numel() < 4 * n:
-            self.corners = torch.empty(4 * n, dtype=torch.float32)
-        host = self.corners[: 4 * n].view(n, 4)
-        out = host if pos.device.type == "cpu" else torch.empty(n, 4, dtype=torch.float32, device=pos.device)
-        params = RasterParams(pos=pos.data_ptr(), tri=tri.data_ptr(), corners=out.data_ptr(), image=image)
+        """Gather the corners of every triangle for position set `image` into corner_buf,
+        a chunk at a time through a small staging tensor (no full-size host copy)."""
+        total = tri.numel()
+        if self.corner_buf.size < 16 * total:
+            self.corner_buf.orphan(16 * total)
+        if self.corners is None or self.corners.device != pos.device:
+            self.corners = torch.empty(CORNER_CHUNK, 4, dtype=torch.float32, device=pos.device)
+        host = self.corners if pos.device.type == "cpu" else torch.empty(CORNER_CHUNK, 4, dtype=torch.float32)
+        mod = kernels.module("raster", pos.device)
+        params = RasterParams(pos=pos.data_ptr(), corners=self.corners.data_ptr(), image=image)
         params.verts_per_image = pos.shape[1] if pos.ndim == 3 else 0
-        kernels.module("raster", pos.device).launch("raster_corners", params, n)
-        if out is not host:
-            host.copy_(out)
-        self._upload(self.corner_buf, host)
+        for start in range(0, total, CORNER_CHUNK):
+            n = min(CORNER_CHUNK, total - start)
+            params.tri = tri.data_ptr() + 4 * start  # corner start + i is tri's flat element start + i
+            mod.launch("raster_corners", params, n)
+            if host is not self.corners:
+                host[:n].copy_(self.corners[:n])
+            self.corner_buf.write(host[:n].numpy(), offset=16 * start)
 
     def draw(
         self,
@@ -156,7 +163,7 @@ class RasterPipeline:
         self.targets = []
         self.prev_tex = None
         self.programs = {}
-        self.corners = torch.empty(0)
+        self.corners = None
 
 
 class RasterParams(ctypes.Structure):
