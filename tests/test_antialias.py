@@ -6,7 +6,7 @@ import math
 import pytest
 import reference as ref
 import torch
-from test_raster import random_scene, screen_triangle, tri_tensor
+from scenes import random_scene, screen_triangle, tri_tensor
 
 import glrast as dr
 from glrast import camera, mesh

@@ -3,7 +3,7 @@
 import pytest
 import reference as ref
 import torch
-from test_raster import random_scene, screen_triangle, tri_tensor
+from scenes import random_scene, screen_triangle, tri_tensor
 
 import glrast as dr
 
