@@ -22,11 +22,8 @@ struct RasterParams {
     const float* grad_rast;  // backward: [N, H, W, 4]; channels 0, 1 used
     const float* grad_db;    // backward: [N, H, W, 4] or null
     Accumulator grad_pos;    // backward: slots shaped like pos
-    int* keep;               // raster_cull: output [T], 1 where the triangle may cover a pixel centre
-    const int* kept;         // raster_corners: [K] the triangles to draw, ascending
-    float* corners;          // raster_corners: output [n, 4], corners first_corner .. of the kept triangles
-    i64 first_corner;        // raster_corners: index (3 j + k) of the first corner written
-    int image;               // cull, corners: which position set of pos (instanced mode)
+    float* corners;          // raster_corners: output [3T, 4]
+    int image;               // raster_corners: which position set of pos (instanced mode)
     int height, width;
     int verts_per_image;     // V in instanced mode, 0 in range mode
     int num_tris;            // T: ids outside [1, T] are treated as empty
@@ -67,47 +64,13 @@ GLRAST_HD bool setup(const RasterParams& p, i64 i, int t, Setup& s) {
     return fabsf(s.S) > 0.f && is_finite_f32(s.S);
 }
 
-// Before the GL pass. A triangle whose screen-space bounding box holds no pixel
-// centre produces no fragment, so it need not reach GL at all; on dense meshes
-// that is most of them (1.3M triangles at 256^2: about 19 in 20), and GL's
-// per-triangle work (llvmpipe runs vertex processing and setup on one thread)
-// is what dominates there. The test is conservative: the box is widened by
-// RASTER_CULL_MARGIN pixels for GL's sub-pixel snapping and rounding, and a
-// triangle with a vertex at w <= 0 or a non-finite coordinate is kept, for GL
-// to clip. Dropping triangles that cover no sample changes no pixel.
-#define RASTER_CULL_MARGIN (1.f / 64.f)
-
-GLRAST_HD bool covers_no_centre(float lo, float hi, int size) {
-    // pixel centres j + 0.5, j in [0, size); NaN compares false, so keeps the triangle
-    float first = fmaxf(ceilf(lo - RASTER_CULL_MARGIN - 0.5f), 0.f);
-    float last = fminf(floorf(hi + RASTER_CULL_MARGIN - 0.5f), (float)(size - 1));
-    return first > last;
-}
-
-GLRAST_KERNEL(raster_cull, RasterParams) {
-    const i64 vbase = (i64)p.image * p.verts_per_image;
-    float x0 = 0.f, x1 = 0.f, y0 = 0.f, y1 = 0.f;
-    for (int k = 0; k < 3; ++k) {
-        const float* q = p.pos + 4 * (vbase + p.tri[3 * i + k]);
-        float w = q[3];
-        if (!(w > 0.f) || !is_finite_f32(q[0]) || !is_finite_f32(q[1]) || !is_finite_f32(w)) {
-            p.keep[i] = 1;
-            return;
-        }
-        float x = (q[0] / w + 1.f) * (0.5f * p.width), y = (q[1] / w + 1.f) * (0.5f * p.height);
-        if (k == 0) { x0 = x1 = x; y0 = y1 = y; }
-        x0 = fminf(x0, x); x1 = fmaxf(x1, x); y0 = fminf(y0, y); y1 = fmaxf(y1, y);
-    }
-    p.keep[i] = !(covers_no_centre(x0, x1, p.width) || covers_no_centre(y0, y1, p.height));
-}
-
-// The clip-space corners of the kept triangles, in order: corner 3 j + k is vertex
-// tri[kept[j]][k] of position set `image`. The GL pass draws them as a plain
-// triangle list: llvmpipe runs that faster than an indexed draw, whose vertex
-// cache only adds work when every vertex shader invocation is one attribute copy.
+// Before the GL pass: the clip-space corners of every triangle, in order
+// (corners[3t + k] = pos of vertex tri[t][k] of position set `image`). The GL
+// pass draws them as a plain triangle list: llvmpipe runs that faster than an
+// indexed draw, whose vertex cache only adds work when every vertex shader
+// invocation is a single attribute copy.
 GLRAST_KERNEL(raster_corners, RasterParams) {
-    i64 c = p.first_corner + i, j = c / 3;
-    i64 v = (i64)p.image * p.verts_per_image + p.tri[3 * (i64)p.kept[j] + (c - 3 * j)];
+    i64 v = (i64)p.image * p.verts_per_image + p.tri[i];
     const float* src = p.pos + 4 * v;
     float* dst = p.corners + 4 * i;
     dst[0] = src[0]; dst[1] = src[1]; dst[2] = src[2]; dst[3] = src[3];

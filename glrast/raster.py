@@ -19,11 +19,10 @@ CORNER_CHUNK = 1 << 18  # triangle corners gathered per staging pass (4 MiB)
 class RasterPipeline:
     """The GL objects of the visibility pass, owned by one RasterizeGLContext.
 
-    The raster_cull kernel drops the triangles that cannot cover a pixel centre;
-    the GL pass draws the corners of the others (gathered by raster_corners) as
-    a plain triangle list and writes one triangle id (+1) per pixel into an
-    R32UI target; the raster_fwd kernel then computes rast and rast_db from the
-    ids. Buffers and render targets grow to the
+    The GL pass draws the triangles' corners (the raster_corners kernel gathers
+    them from pos and tri) as a plain triangle list and writes one triangle id
+    (+1) per pixel into an R32UI target; the raster_fwd kernel then computes
+    rast and rast_db from the ids. Buffers and render targets grow to the
     largest size seen and are reused; images of a batch are drawn one after
     another into the same target and read back in turn, so the target never
     needs more than one image.
@@ -31,8 +30,7 @@ class RasterPipeline:
 
     def __init__(self, gl: moderngl.Context):
         self.gl = gl
-        self.corner_buf = gl.buffer(reserve=48)  # [3K, 4] corners of the K kept triangles of one position set
-        self.kept_buf = gl.buffer(reserve=4)  # [K] int32 their ids, read by the fragment shader
+        self.corner_buf = gl.buffer(reserve=48)  # [3T, 4] corners of one position set
         self.corners: torch.Tensor | None = None  # [CORNER_CHUNK, 4] staging for corner_buf, on pos's device
         self.pos_buf = gl.buffer(reserve=16)  # depth peeling reads pos and tri as storage buffers
         self.tri_buf = gl.buffer(reserve=12)
@@ -88,36 +86,25 @@ class RasterPipeline:
             buf.orphan(host.numel() * host.element_size())
         buf.write(host.numpy())
 
-    def _upload_kept(self, pos: torch.Tensor, tri: torch.Tensor, image: int, height: int, width: int) -> torch.Tensor:
-        """Cull the triangles of position set `image` that cover no pixel centre, upload
-        the ids of the others to kept_buf and their corners to corner_buf (a chunk at a
-        time through a small staging tensor); returns the kept ids [K] int32, ascending, on the CPU."""
-        mod = kernels.module("raster", pos.device)
-        keep = torch.empty(tri.shape[0], dtype=torch.int32, device=pos.device)
-        params = RasterParams(pos=pos.data_ptr(), tri=tri.data_ptr(), keep=keep.data_ptr(), image=image)
-        params.verts_per_image = pos.shape[1] if pos.ndim == 3 else 0
-        params.height, params.width = height, width
-        mod.launch("raster_cull", params, tri.shape[0])
-        kept = keep.nonzero().flatten().to(torch.int32)
-        kept_host = kept.cpu()
-        total = 3 * kept.numel()
-        if total == 0:
-            return kept_host
-        self._upload(self.kept_buf, kept_host)
+    def _upload_corners(self, pos: torch.Tensor, tri: torch.Tensor, image: int) -> None:
+        """Gather the corners of every triangle for position set `image` into corner_buf,
+        a chunk at a time through a small staging tensor (no full-size host copy)."""
+        total = tri.numel()
         if self.corner_buf.size < 16 * total:
             self.corner_buf.orphan(16 * total)
         if self.corners is None or self.corners.device != pos.device:
             self.corners = torch.empty(CORNER_CHUNK, 4, dtype=torch.float32, device=pos.device)
         host = self.corners if pos.device.type == "cpu" else torch.empty(CORNER_CHUNK, 4, dtype=torch.float32)
-        params.kept, params.corners = kept.data_ptr(), self.corners.data_ptr()
+        mod = kernels.module("raster", pos.device)
+        params = RasterParams(pos=pos.data_ptr(), corners=self.corners.data_ptr(), image=image)
+        params.verts_per_image = pos.shape[1] if pos.ndim == 3 else 0
         for start in range(0, total, CORNER_CHUNK):
             n = min(CORNER_CHUNK, total - start)
-            params.first_corner = start
+            params.tri = tri.data_ptr() + 4 * start  # corner start + i is tri's flat element start + i
             mod.launch("raster_corners", params, n)
             if host is not self.corners:
                 host[:n].copy_(self.corners[:n])
             self.corner_buf.write(host[:n].numpy(), offset=16 * start)
-        return kept_host
 
     def draw(
         self,
@@ -150,11 +137,8 @@ class RasterPipeline:
         uploaded = None
         for layer, (image, first, count) in enumerate(draws):
             if image != uploaded:  # once per position set: every image in instanced mode, once in range mode
-                kept = self._upload_kept(pos.detach(), tri, image, height, width)
-                self.kept_buf.bind_to_storage_buffer(2)
+                self._upload_corners(pos.detach(), tri, image)
                 uploaded = image
-            # the kept triangles of tri[first:first + count]: a slice of the ascending ids
-            lo, hi = torch.searchsorted(kept, torch.tensor([first, first + count], dtype=torch.int32)).tolist()
             self.fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0, viewport=viewport)
             if prev_rast is not None:
                 prev_tex = self._peel_texture()
@@ -162,9 +146,9 @@ class RasterPipeline:
                 prev_tex.use(0)
             if prev_rast is not None:
                 program["vertex_base"].value = image * pos.shape[-2]
-            program["tri_base"].value = lo
-            if hi > lo:
-                vao.render(moderngl.TRIANGLES, vertices=3 * (hi - lo), first=3 * lo)
+            program["tri_base"].value = first
+            if count > 0:
+                vao.render(moderngl.TRIANGLES, vertices=3 * count, first=3 * first)
             self.reader.read(self.fbo, [(0, ids[layer])], viewport)
         return ids
 
@@ -173,7 +157,7 @@ class RasterPipeline:
         for program, vao in self.programs.values():
             vao.release()
             program.release()
-        for obj in (*self.targets, self.prev_tex, self.corner_buf, self.kept_buf, self.pos_buf, self.tri_buf):
+        for obj in (*self.targets, self.prev_tex, self.corner_buf, self.pos_buf, self.tri_buf):
             if obj is not None:
                 obj.release()
         self.targets = []
@@ -192,10 +176,7 @@ class RasterParams(ctypes.Structure):
         ("grad_rast", ctypes.c_void_p),
         ("grad_db", ctypes.c_void_p),
         ("grad_pos", kernels.Accumulator),
-        ("keep", ctypes.c_void_p),
-        ("kept", ctypes.c_void_p),
         ("corners", ctypes.c_void_p),
-        ("first_corner", ctypes.c_longlong),
         ("image", ctypes.c_int),
         ("height", ctypes.c_int),
         ("width", ctypes.c_int),

@@ -12,11 +12,7 @@
 // farther than itself or than an identical copy of itself: comparing against
 // the kernel's z/w instead would let rounding bring such surfaces back layer
 // after layer, without end.
-//
-// The draw holds only the triangles that passed raster_cull, in order; kept[]
-// maps the draw's primitives back to triangle ids.
-uniform int tri_base;     // position in kept[] of this draw's first triangle
-layout(std430, binding = 2) readonly buffer Kept { int kept[]; };
+uniform int tri_base;     // index of the first triangle of this draw
 layout(location = 0) out uint out_id;
 
 #ifdef PEEL
@@ -49,7 +45,7 @@ float depth_at(int t) {
 #endif
 
 void main() {
-    int t = kept[tri_base + gl_PrimitiveID];
+    int t = tri_base + gl_PrimitiveID;
 #ifdef PEEL
     int prev = decode_id(texelFetch(prev_id, ivec2(gl_FragCoord.xy), 0).r);
     if (prev < 0 || !(depth_at(t) > depth_at(prev))) discard;
