@@ -144,7 +144,6 @@ class RasterPipeline:
                 prev_tex = self._peel_texture()
                 prev_tex.write(prev_rast[layer, ..., 3].detach().cpu().contiguous().numpy(), viewport=viewport)
                 prev_tex.use(0)
-            if prev_rast is not None:
                 program["vertex_base"].value = image * pos.shape[-2]
             program["tri_base"].value = first
             if count > 0:
