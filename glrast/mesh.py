@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import _checks
+
 
 @dataclass
 class Mesh:
@@ -41,10 +43,7 @@ def vertex_normals(pos: torch.Tensor, tri: torch.Tensor, eps: float = 1e-20) -> 
     if tri.ndim != 2 or tri.shape[1] != 3 or tri.is_floating_point():
         raise ValueError(f"vertex_normals: tri must be an integer tensor of shape [T, 3], got {list(tri.shape)}")
     tri = tri.long().to(pos.device)
-    if tri.numel() and not (0 <= int(tri.min()) and int(tri.max()) < pos.shape[-2]):
-        raise ValueError(
-            f"vertex_normals: tri indices must lie in [0, {pos.shape[-2]}), got [{int(tri.min())}, {int(tri.max())}]"
-        )
+    _checks.triangles("vertex_normals", tri, pos.shape[-2])
     p0, p1, p2 = (pos[..., tri[:, k], :] for k in range(3))
     face = torch.linalg.cross(p1 - p0, p2 - p0)
     acc = torch.zeros_like(pos)
