@@ -1,4 +1,4 @@
-// antialias: analytic blending across silhouette edges (see glrast/antialias.py
+// antialias: analytic blending across silhouette edges (see glrast/antialiasing.py
 // for the formula), and the topology hash that tells silhouettes from interior edges.
 //
 // Topology hash: an open-addressing table (linear probing, power-of-two
@@ -13,7 +13,7 @@
 // records it (blend amount and direction, silhouette edge); antialias_blend and
 // antialias_grad_color gather, per pixel, the records of the (up to) four pairs
 // it belongs to, so no two threads write one output; antialias_grad_pos
-// scatters per pair onto pos with atomics.
+// scatters per pair onto pos through an Accumulator.
 #include "common.h"
 
 #define AA_EMPTY_KEY 0xFFFFFFFFFFFFFFFFull
@@ -24,6 +24,7 @@ struct HashParams {
     int* tris;        // [capacity]
     i64 mask;         // capacity - 1
 };
+GLRAST_LAYOUT(HashParams, tri, keys, tris, mask)
 
 struct AntialiasParams {
     const float* color;      // [N, H, W, C]
@@ -37,13 +38,15 @@ struct AntialiasParams {
     float* out;              // [N, H, W, C]
     const float* grad_out;   // backward: [N, H, W, C]
     float* grad_color;       // backward: [N, H, W, C]
-    float* grad_pos;         // backward: like pos, zero-initialised
+    Accumulator grad_pos;    // backward: slots shaped like pos
     i64 mask;                // hash capacity - 1
     int num_tris;
     int height, width, channels;
     int verts_per_image;     // V in instanced mode, 0 in range mode
     float pos_gradient_boost;
 };
+GLRAST_LAYOUT(AntialiasParams, color, rast, pos, tri, keys, tris, alpha, edge, out, grad_out, grad_color, grad_pos, mask,
+              num_tris, height, width, channels, verts_per_image, pos_gradient_boost)
 
 // ---------------------------------------------------------------------------
 // Topology hash
@@ -314,10 +317,10 @@ GLRAST_HD void add_vertex_grad(const AntialiasParams& p, const Segment& seg, int
     // From the centred homogeneous coordinates (X - w cx, Y - w cy, w) back to (x, y, w).
     float gX = g.x * (0.5f * p.width), gY = g.y * (0.5f * p.height);
     float gw = g.z - seg.cx * g.x - seg.cy * g.y + gX + gY;
-    float* out = p.grad_pos + 4 * (seg.vbase + v);
-    atomic_add_f32(out, gX);
-    atomic_add_f32(out + 1, gY);
-    atomic_add_f32(out + 3, gw);
+    i64 base = 4 * (seg.vbase + v);
+    accumulate(p.grad_pos, base, gX);
+    accumulate(p.grad_pos, base + 1, gY);
+    accumulate(p.grad_pos, base + 3, gw);
 }
 
 GLRAST_KERNEL(antialias_grad_pos, AntialiasParams) {

@@ -22,6 +22,8 @@ struct InterpolateParams {
     int num_diff;            // D
     int num_tris;            // T: ids outside [0, T) are treated as empty
 };
+GLRAST_LAYOUT(InterpolateParams, attr, rast, rast_db, tri, diff_idx, out, out_da, grad_out, grad_da, grad_attr,
+              grad_rast, grad_rast_db, pixels_per_image, attr_image_stride, num_attrs, num_diff, num_tris)
 
 struct Corners {
     int t;                   // triangle id, -1 for an empty pixel

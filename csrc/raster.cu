@@ -22,12 +22,22 @@ struct RasterParams {
     const float* grad_rast;  // backward: [N, H, W, 4]; channels 0, 1 used
     const float* grad_db;    // backward: [N, H, W, 4] or null
     Accumulator grad_pos;    // backward: slots shaped like pos
-    float* corners;          // raster_corners: output [3T, 4]
-    int image;               // raster_corners: which position set of pos (instanced mode)
     int height, width;
     int verts_per_image;     // V in instanced mode, 0 in range mode
     int num_tris;            // T: ids outside [1, T] are treated as empty
 };
+GLRAST_LAYOUT(RasterParams, pos, tri, ids, rast, rast_db, grad_rast, grad_db, grad_pos, height, width,
+              verts_per_image, num_tris)
+
+// The GL pass's input (see raster_corners).
+struct CornerParams {
+    const float* pos;        // [N, V, 4] (instanced) or [V, 4] (range mode)
+    const int* tri;          // the flat [3T] corner indices, from the chunk's first corner on
+    float* corners;          // output: [chunk, 4]
+    int image;               // which position set of pos (instanced mode)
+    int verts_per_image;     // V in instanced mode, 0 in range mode
+};
+GLRAST_LAYOUT(CornerParams, pos, tri, corners, image, verts_per_image)
 
 struct Setup {
     i64 vi[3];                         // vertex indices (within pos)
@@ -35,10 +45,6 @@ struct Setup {
     float a[3], b[3], L[3];
     float xn, yn, S;
 };
-
-GLRAST_HD float encode_triangle_id(int id1) {
-    return id1 <= 16777216 ? (float)id1 : bits_float(0x4A800000 + id1);
-}
 
 // Loads triangle t for pixel i and evaluates the L_k; false if S is 0 or not finite.
 GLRAST_HD bool setup(const RasterParams& p, i64 i, int t, Setup& s) {
@@ -69,7 +75,7 @@ GLRAST_HD bool setup(const RasterParams& p, i64 i, int t, Setup& s) {
 // pass draws them as a plain triangle list: llvmpipe runs that faster than an
 // indexed draw, whose vertex cache only adds work when every vertex shader
 // invocation is a single attribute copy.
-GLRAST_KERNEL(raster_corners, RasterParams) {
+GLRAST_KERNEL(raster_corners, CornerParams) {
     i64 v = (i64)p.image * p.verts_per_image + p.tri[i];
     const float* src = p.pos + 4 * v;
     float* dst = p.corners + 4 * i;

@@ -1,7 +1,7 @@
 // texture: filtered texture lookups (2D and cube maps) with mipmaps, their
 // backward pass, and the mip pyramid (construction and its gradient).
 //
-// Conventions (see glrast/texture.py for the user-facing description):
+// Conventions (see glrast/texturing.py for the user-facing description):
 // * 2D: texel (row y, column x) has its centre at s = (x + 0.5) / w,
 //   t = (y + 0.5) / h; bilinear filtering works on x = s w - 0.5, y = t h - 0.5.
 // * Cube: faces +X, -X, +Y, -Y, +Z, -Z with OpenGL's (sc, tc, ma) per face;
@@ -16,6 +16,8 @@
 
 enum { FILTER_NEAREST = 0, FILTER_LINEAR = 1, FILTER_MIP_NEAREST = 2, FILTER_MIP_LINEAR = 3 };
 enum { BOUNDARY_WRAP = 0, BOUNDARY_CLAMP = 1, BOUNDARY_ZERO = 2, BOUNDARY_CUBE = 3 };
+GLRAST_CONSTANTS(texture_modes, FILTER_NEAREST, FILTER_LINEAR, FILTER_MIP_NEAREST, FILTER_MIP_LINEAR, BOUNDARY_WRAP,
+                 BOUNDARY_CLAMP, BOUNDARY_ZERO, BOUNDARY_CUBE, TEX_MAX_LEVELS)
 
 struct TextureParams {
     const float* tex;        // level 0: [Nt, h, w, C] or [Nt, 6, h, h, C]
@@ -25,8 +27,8 @@ struct TextureParams {
     const float* bias;       // [N, H, W] or null
     float* out;              // forward: [N, H, W, C]
     const float* grad_out;   // backward: [N, H, W, C]
-    float* grad_tex;         // backward: like tex, zero-initialised, or null
-    float* grad_pyr;         // backward: like pyr (levels up to last), zero-initialised, or null
+    Accumulator grad_tex;    // backward: slots shaped like tex, or data = null
+    Accumulator grad_pyr;    // backward: slots shaped like pyr (levels up to last), or data = null
     float* grad_uv;          // backward: like uv, or null
     float* grad_uv_da;       // backward: like uv_da, or null
     float* grad_bias;        // backward: like bias, or null
@@ -40,6 +42,9 @@ struct TextureParams {
     int filter;              // FILTER_*
     int boundary;            // BOUNDARY_*
 };
+GLRAST_LAYOUT(TextureParams, tex, pyr, uv, uv_da, bias, out, grad_out, grad_tex, grad_pyr, grad_uv, grad_uv_da,
+              grad_bias, level_offset, pixels_per_image, image_width, tex_batch, height, width, channels, last_level,
+              filter, boundary)
 
 // ---------------------------------------------------------------------------
 // Cube faces: a face's major axis m and the axes that give sc and tc, each with
@@ -395,8 +400,7 @@ GLRAST_KERNEL(texture_bwd, TextureParams) {
         Taps q = taps(p, L, k);
         i64 start = level_start(p, k) + image_offset(p, k, i);
         const float* img = (k == 0 ? p.tex : p.pyr) + start;
-        float* gimg = k == 0 ? p.grad_tex : p.grad_pyr;
-        if (gimg) gimg += start;
+        const Accumulator& gimg = k == 0 ? p.grad_tex : p.grad_pyr;
         // Weights onto real texels: a cube corner tap spreads its weight over the other three.
         float weff[4];
         for (int j = 0; j < 4; ++j) weff[j] = wl * q.w[j];
@@ -413,9 +417,9 @@ GLRAST_KERNEL(texture_bwd, TextureParams) {
             gsample += g * (q.w[0] * v[0] + q.w[1] * v[1] + q.w[2] * v[2] + q.w[3] * v[3]);
             gfx += g * ((1.f - q.fy) * (v[1] - v[0]) + q.fy * (v[3] - v[2]));
             gfy += g * ((1.f - q.fx) * (v[2] - v[0]) + q.fx * (v[3] - v[1]));
-            if (gimg)
+            if (gimg.data)
                 for (int j = 0; j < 4; ++j)
-                    if (q.addr[j] >= 0 && weff[j] != 0.f) atomic_add_f32(gimg + q.addr[j] + c, g * weff[j]);
+                    if (q.addr[j] >= 0 && weff[j] != 0.f) accumulate(gimg, start + q.addr[j] + c, g * weff[j]);
         }
         if (p.filter != FILTER_NEAREST) {
             g_s += wl * gfx * q.lw;
@@ -475,6 +479,7 @@ struct MipParams {
     int fh, fw, ch, cw;
     int channels;
 };
+GLRAST_LAYOUT(MipParams, fine, coarse, fh, fw, ch, cw, channels)
 
 // Thread i handles coarse texel i and the (up to) 2x2 block of fine texels below
 // it; blocks do not overlap, so the gradient kernel needs no atomics.

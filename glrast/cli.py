@@ -19,7 +19,7 @@ EXAMPLES = ("triangle", "cube", "earth", "envphong", "pose")
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from .doctor import doctor, format_report
+    from .diagnostics import doctor, format_report
 
     report = doctor()
     print(json.dumps(report, indent=2) if args.json else format_report(report))

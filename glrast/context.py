@@ -10,6 +10,8 @@ from typing import Any
 import moderngl
 import torch
 
+from .pipeline import RasterPipeline
+
 _MODES = ("automatic", "manual")
 
 
@@ -84,7 +86,7 @@ class RasterizeGLContext:
         self._owns_gl = gl_context is None
         self.egl_device = _egl_device(self.device) if gl_context is None else None
         self.gl = gl_context if gl_context is not None else _create_egl_context(self.egl_device)
-        self._pipeline: Any = None
+        self._pipeline: RasterPipeline | None = None
         self.active_peeler: Any = None
         limits = self.gl.info
         self.max_resolution = int(
@@ -138,11 +140,11 @@ class RasterizeGLContext:
         else:
             yield self.gl
 
-    def pipeline(self) -> Any:
-        """The rasterization pipeline (programs, buffers, targets), created on first use."""
+    @property
+    def pipeline(self) -> RasterPipeline:
+        """The visibility pass's GL objects (programs, buffers, targets), created on
+        first use; use it inside `activate()`."""
         if self._pipeline is None:
-            from .raster import RasterPipeline
-
             self._pipeline = RasterPipeline(self.gl)
         return self._pipeline
 

@@ -56,8 +56,15 @@ def mask_colour(rast):
 # Against the plain-torch reference
 
 
-@pytest.mark.parametrize("mode,res", [("instanced", (24, 32)), ("range", (17, 23)), ("instanced", (1, 9))])
-def test_values_and_gradients_match_reference(glctx, device, mode, res):
+@pytest.mark.parametrize(
+    "mode,res,shared_accumulator",
+    [("instanced", (24, 32), False), ("range", (17, 23), False), ("instanced", (1, 9), False),
+     ("instanced", (24, 32), True)],
+)  # fmt: skip
+def test_values_and_gradients_match_reference(glctx, device, mode, res, shared_accumulator, monkeypatch):
+    """shared_accumulator: no memory for per-thread copies, the pos gradient is scattered with atomics."""
+    if shared_accumulator:
+        monkeypatch.setenv("GLRAST_ACCUMULATOR_MB", "0")
     pos, tri = sphere_scene()
     ranges = None
     if mode == "range":

@@ -491,7 +491,7 @@ def test_gradient_accumulation_per_thread_and_shared(glctx, device, monkeypatch)
         return p.grad.cpu(), a.grad.cpu()
 
     per_thread = grads()
-    monkeypatch.setattr(dr.kernels, "ACCUMULATOR_BYTES", 0)
+    monkeypatch.setenv("GLRAST_ACCUMULATOR_MB", "0")
     shared = grads()
     for a, b in zip(per_thread, shared):
         assert a.abs().max() > 0

@@ -11,6 +11,8 @@ from collections import defaultdict
 
 import torch
 
+from glrast import ids
+
 __all__ = ["antialias", "box_coverage", "decode_triangle_id", "edge_triangles"]
 
 
@@ -18,8 +20,8 @@ def decode_triangle_id(rast: torch.Tensor) -> torch.Tensor:
     """int64 triangle ids [N, H, W] from rast [..., 3] (SPEC.md's encoding), -1 where empty."""
     w = rast[..., 3].float().contiguous()
     exact = w.long() - 1
-    large = w.view(torch.int32).long() - 0x4A800000 - 1
-    return torch.where(w > 0, torch.where(w <= 2.0**24, exact, large), -1)
+    large = w.view(torch.int32).long() - ids.BITS_BASE - 1
+    return torch.where(w > 0, torch.where(w <= float(ids.EXACT_MAX), exact, large), -1)
 
 
 def edge_triangles(tri: torch.Tensor) -> dict:

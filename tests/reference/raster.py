@@ -7,6 +7,8 @@ derivatives with autograd, so the two share no formula.
 
 import torch
 
+from glrast import ids
+
 __all__ = [
     "pixel_centres_ndc",
     "inside_triangle",
@@ -112,6 +114,6 @@ def encode_triangle_id(tri_id: int) -> float:
     import struct
 
     id1 = tri_id + 1
-    if id1 <= 1 << 24:
+    if id1 <= ids.EXACT_MAX:
         return float(id1)
-    return struct.unpack("<f", struct.pack("<I", 0x4A800000 + id1))[0]
+    return struct.unpack("<f", struct.pack("<I", ids.BITS_BASE + id1))[0]

@@ -8,11 +8,14 @@ from collections.abc import Sequence
 import torch
 
 from . import _checks, kernels
+from .params import Accumulator, Params, ptr
 
 _FN = "interpolate"
 
 
-class InterpolateParams(ctypes.Structure):
+class InterpolateParams(Params):
+    """Mirror of InterpolateParams in csrc/interpolate.cu."""
+
     _fields_ = [
         ("attr", ctypes.c_void_p),
         ("rast", ctypes.c_void_p),
@@ -23,7 +26,7 @@ class InterpolateParams(ctypes.Structure):
         ("out_da", ctypes.c_void_p),
         ("grad_out", ctypes.c_void_p),
         ("grad_da", ctypes.c_void_p),
-        ("grad_attr", kernels.Accumulator),
+        ("grad_attr", Accumulator),
         ("grad_rast", ctypes.c_void_p),
         ("grad_rast_db", ctypes.c_void_p),
         ("pixels_per_image", ctypes.c_longlong),
@@ -34,24 +37,22 @@ class InterpolateParams(ctypes.Structure):
     ]
 
 
-def _params(attr, rast, rast_db, tri, diff_idx, **outputs) -> InterpolateParams:
+def _params(attr, rast, rast_db, tri, diff_idx, **fields) -> InterpolateParams:
     n, h, w, _ = rast.shape
     stride = attr.shape[1] * attr.shape[2] if attr.shape[0] > 1 else 0
-    p = InterpolateParams(
+    return InterpolateParams(
         attr=attr.data_ptr(),
         rast=rast.data_ptr(),
-        rast_db=kernels.ptr(rast_db),
+        rast_db=ptr(rast_db),
         tri=tri.data_ptr(),
-        diff_idx=kernels.ptr(diff_idx),
+        diff_idx=ptr(diff_idx),
         pixels_per_image=h * w,
         attr_image_stride=stride,
         num_attrs=attr.shape[2],
         num_diff=0 if diff_idx is None else diff_idx.numel(),
         num_tris=tri.shape[0],
+        **fields,
     )
-    for name, t in outputs.items():
-        setattr(p, name, kernels.ptr(t))
-    return p
 
 
 class _Interpolate(torch.autograd.Function):
@@ -61,7 +62,8 @@ class _Interpolate(torch.autograd.Function):
         out = torch.empty(n, h, w, attr.shape[2], dtype=torch.float32, device=attr.device)
         num_diff = 0 if diff_idx is None else diff_idx.numel()
         out_da = torch.empty(n, h, w, 2 * num_diff, dtype=torch.float32, device=attr.device)
-        params = _params(attr, rast, rast_db, tri, diff_idx, out=out, out_da=out_da if num_diff else None)
+        out_da_ptr = out_da.data_ptr() if num_diff else None
+        params = _params(attr, rast, rast_db, tri, diff_idx, out=out.data_ptr(), out_da=out_da_ptr)
         kernels.module("interpolate", attr.device).launch("interpolate_fwd", params, n * h * w)
         ctx.save_for_backward(attr, rast, rast_db, tri, diff_idx)
         return out, out_da
@@ -71,7 +73,7 @@ class _Interpolate(torch.autograd.Function):
         attr, rast, rast_db, tri, diff_idx = ctx.saved_tensors
         n, h, w, _ = rast.shape
         mod = kernels.module("interpolate", attr.device)
-        grad_slots, accumulator = kernels.accumulator(mod, attr)
+        grad_slots, accumulator = kernels.accumulator(mod, attr.shape, attr.device)
         grad_rast = torch.empty_like(rast)
         use_da = diff_idx is not None and grad_da is not None
         grad_rast_db = torch.empty_like(rast_db) if use_da else None
@@ -84,12 +86,12 @@ class _Interpolate(torch.autograd.Function):
             rast_db,
             tri,
             diff_idx,
-            grad_out=grad_out,
-            grad_da=grad_da,
-            grad_rast=grad_rast,
-            grad_rast_db=grad_rast_db,
+            grad_out=grad_out.data_ptr(),
+            grad_da=ptr(grad_da),
+            grad_attr=accumulator,
+            grad_rast=grad_rast.data_ptr(),
+            grad_rast_db=ptr(grad_rast_db),
         )
-        params.grad_attr = accumulator
         mod.launch("interpolate_bwd", params, n * h * w)
         return kernels.collect(grad_slots), grad_rast, grad_rast_db, None, None
 
