@@ -15,7 +15,9 @@ from typing import Any
 
 from ._version import __version__
 
-EXAMPLES = ("triangle", "cube", "earth", "envphong", "pose")
+EXAMPLES = ("triangle", "cube", "earth", "envphong", "pose", "distributed_fit")
+# `glrast demo NAME` -> examples/<script>.py
+DEMOS = {**{name: name for name in EXAMPLES[:-1]}, "distributed": "distributed_fit"}
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
@@ -65,7 +67,7 @@ def load_example(name: str) -> Any:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    load_example(args.name).main(list(args.options))
+    load_example(DEMOS[args.name]).main(list(args.options))
     return 0
 
 
@@ -240,12 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         usage="glrast demo NAME [--out DIR] [--display] [options of the example]",
-        help="run one of the examples (triangle, cube, earth, envphong, pose)",
+        help=f"run one of the examples ({', '.join(DEMOS)})",
         description="Run examples/NAME.py of this checkout. Every option after NAME goes to the example: "
         "--out DIR (default out/NAME), --display (the live viewer, not available yet), --steps, --res, ... "
         "(glrast demo NAME --help lists them).",
     )
-    demo.add_argument("name", choices=EXAMPLES, metavar="NAME", help=", ".join(EXAMPLES))
+    demo.add_argument("name", choices=DEMOS, metavar="NAME", help=", ".join(DEMOS))
     demo.add_argument("options", nargs=argparse.REMAINDER, help="options of the example")
     demo.set_defaults(run=_cmd_demo)
 
