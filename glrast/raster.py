@@ -292,7 +292,10 @@ def rasterize(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rasterize triangles; returns rast [N, H, W, 4] = (u, v, z/w, id+1) and
     rast_db [N, H, W, 4] = (du/dX, du/dY, dv/dX, dv/dY) ([N, H, W, 0] when the
-    context has output_db=False). Row 0 is clip-space y = -1.
+    context has output_db=False). Row 0 is clip-space y = -1. (u, v, 1 - u - v)
+    always lie in the triangle: where GL covers a pixel centre that the exact
+    barycentrics put just outside (slivers), the negative ones are clamped to 0
+    and the rest renormalised; rast_db holds the triangle's own derivatives.
 
     Gradients flow from (u, v) and, with grad_db, from rast_db to the x, y and
     w of pos. See SPEC.md "rasterize".

@@ -277,6 +277,72 @@ def test_gradients_range_mode_match_reference(glctx, device):
     torch.testing.assert_close(grad.cpu().double(), grad_ref, atol=2e-4 * scale, rtol=1e-3)
 
 
+def sliver_scene(count, seed):
+    """`count` images of one random sliver each: the third vertex within 1e-3 of the line through the
+    other two, random depths in [-0.6, 0.8], w in [1, 2]."""
+    g = torch.Generator().manual_seed(seed)
+    p = torch.rand(count, 3, 4, generator=g) * 2 - 1
+    t = torch.rand(count, 1, generator=g)
+    p[:, 2, :2] = p[:, 0, :2] * t + p[:, 1, :2] * (1 - t) + (torch.rand(count, 2, generator=g) - 0.5) * 1e-3
+    p[..., 2] = torch.rand(count, 3, generator=g) * 1.4 - 0.6
+    p[..., 3] = 1.0 + torch.rand(count, 3, generator=g)
+    p[..., :3] *= p[..., 3:]
+    return p.contiguous(), tri_tensor([[0, 1, 2]])
+
+
+def test_sliver_barycentrics_lie_within_the_triangle(glctx, device):
+    """GL covers pixel centres of slivers that the closed form puts outside the triangle (before: u
+    down to -3.4, z/w far outside the vertices'); (u, v, z/w) are those of a point in the triangle,
+    and the gradients are those of the clamped values (against the reference) and finite."""
+    pos, tri = sliver_scene(400, seed=0)
+    h = w = 64
+    pos_d = pos.to(device).requires_grad_(True)
+    rast, rast_db = dr.rasterize(glctx, pos_d, tri.to(device), (h, w))
+    covered = rast[..., 3] > 0
+    u, v = rast[..., 0][covered], rast[..., 1][covered]
+    assert covered.sum() > 30
+    assert u.min() >= 0 and v.min() >= 0 and (u + v).max() <= 1 + 1e-6
+    zw = pos[..., 2] / pos[..., 3]
+    z = rast[..., 2].cpu()
+    lo = zw.min(1).values.view(-1, 1, 1).expand_as(z)[covered.cpu()]
+    hi = zw.max(1).values.view(-1, 1, 1).expand_as(z)[covered.cpu()]
+    assert (z[covered.cpu()] >= lo - 1e-6).all() and (z[covered.cpu()] <= hi + 1e-6).all()
+    g_rast = torch.randn(rast.shape, generator=torch.Generator().manual_seed(1))
+    (grad,) = torch.autograd.grad((rast * g_rast.to(device)).sum() + rast_db.sum(), pos_d, retain_graph=True)
+    assert torch.isfinite(grad).all() and torch.isfinite(rast_db).all()
+    (grad_uv,) = torch.autograd.grad((rast * g_rast.to(device)).sum(), pos_d)
+    # against the reference, on the images that show their sliver
+    shown = covered.any(2).any(1).cpu()
+    ids = dr.triangle_index(rast.detach().cpu()[shown])
+    pos_ref = pos[shown].double().requires_grad_(True)
+    uv, _ = ref.barycentrics(pos_ref, tri, ids, 3)
+    clamped = ((uv.detach() == 0).any(-1) | (uv.detach().sum(-1) >= 1 - 1e-12)) & (ids >= 0)
+    assert clamped.sum() >= 2  # the scene has pixels that need the clamp
+    torch.testing.assert_close(rast.detach().cpu()[shown][..., :2], uv.float().detach(), atol=1e-4, rtol=0)
+    (grad_ref,) = torch.autograd.grad((uv * g_rast[shown][..., :2].double()).sum(), pos_ref)
+    scale = grad_ref.abs().amax((1, 2), keepdim=True)
+    torch.testing.assert_close(grad_uv.cpu()[shown].double() / scale, grad_ref / scale, atol=1e-3, rtol=1e-3)
+    assert torch.all(grad_uv.cpu()[~shown] == 0)
+
+
+def test_huge_but_finite_w(glctx, device):
+    """A vertex with w near the float limit: the closed form runs in double, so the covered pixels get
+    the barycentrics and depth of a moderate w (not zeros from an overflow), and finite gradients."""
+    h = w = 16
+    rows = []
+    for big in (1e4, 1e30, 3.4e38):
+        rows.append([[-0.9, -0.9, 0.0, 1.0], [0.9, -0.9, 0.0, 1.0], [0.0, 0.9 * big, 0.5 * big, big]])
+    pos = torch.tensor(rows).to(device).requires_grad_(True)
+    rast, rast_db = dr.rasterize(glctx, pos, tri_tensor([[0, 1, 2]], device), (h, w))
+    covered = rast[..., 3] > 0
+    assert covered.all(0).sum() > 10
+    for k in (1, 2):  # the farther vertex contributes nothing measurable beyond w = 1e4
+        torch.testing.assert_close(rast[k][covered.all(0)], rast[0][covered.all(0)], atol=2e-4, rtol=0)
+        torch.testing.assert_close(rast_db[k][covered.all(0)], rast_db[0][covered.all(0)], atol=1e-3, rtol=1e-3)
+    (rast[..., :2].sum() + rast_db.sum()).backward()
+    assert torch.isfinite(pos.grad).all()
+
+
 @pytest.mark.parametrize("through", ["uv", "db"])
 def test_gradients_match_finite_differences(glctx, device, through):
     """Central differences of the rendered values at pixels that stay covered."""
