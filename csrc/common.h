@@ -101,6 +101,10 @@ GLRAST_HD float saturate_f32(double x) {
     return (float)(x > (double)GLRAST_FLT_MAX ? (double)GLRAST_FLT_MAX : (x < -(double)GLRAST_FLT_MAX ? -(double)GLRAST_FLT_MAX : x));
 }
 
+// A mean or blend computed in double back to float: the nearest float, the largest finite one where
+// rounding stepped just past float's range; infinities and NaN (from non-finite input) as they are.
+GLRAST_HD float narrow_f32(double x) { return isfinite(x) ? saturate_f32(x) : (float)x; }
+
 // The power of two 2^e by which to divide numbers of largest magnitude m so that products and sums
 // of a few of them neither overflow nor underflow: e = 0 where m already lies in [2^-64, 2^64]
 // (the common case costs one comparison), else m's binary exponent. Apply with ldexpf(x, -e).
