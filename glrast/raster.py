@@ -9,6 +9,7 @@ import moderngl
 import torch
 
 from . import _checks, interop, kernels
+from ._log import logger
 from ._resources import resource_dir
 from .context import RasterizeGLContext
 
@@ -229,6 +230,22 @@ class _Rasterize(torch.autograd.Function):
         return kernels.collect(grad_slots), None, None, None, None, None, None, None
 
 
+_ranges_warned = False
+
+
+def _warn_ranges_ignored(fn: str, pos: torch.Tensor) -> None:
+    """nvdiffrast ignores ranges in instanced mode; so does glrast, saying so once per process."""
+    global _ranges_warned
+    if not _ranges_warned:
+        _ranges_warned = True
+        logger.warning(
+            "%s: ranges is ignored with instanced pos of shape %s (only [V, 4] pos uses ranges); "
+            "this warning is shown once",
+            fn,
+            list(pos.shape),
+        )
+
+
 def _prepare(glctx: Any, pos: Any, tri: Any, resolution: Any, ranges: Any, fn: str, peel: bool = False):
     """Validate rasterize's arguments; returns (pos, tri, draws, height, width).
     peel: for DepthPeeler, whose shader reads pos and tri as GL storage buffers."""
@@ -253,9 +270,7 @@ def _prepare(glctx: Any, pos: Any, tri: Any, resolution: Any, ranges: Any, fn: s
             )
     if pos.ndim == 3:
         if ranges is not None:
-            raise ValueError(
-                f"{fn}: ranges is only valid with pos of shape [V, 4] (range mode); got pos {list(pos.shape)}"
-            )
+            _warn_ranges_ignored(fn, pos)
         draws = [(n, 0, num_tris) for n in range(pos.shape[0])]
     else:
         if ranges is None:

@@ -569,6 +569,10 @@ def test_validation_errors(device):
         dr.antialias_construct_topology_hash(tri.float())
     with pytest.raises(ValueError, match="tri holds vertex index -1"):
         dr.antialias_construct_topology_hash(tri - 1)
+    with pytest.raises(ValueError, match="antialias_construct_topology_hash: tri must be on a CPU or CUDA device"):
+        dr.antialias_construct_topology_hash(tri.to("meta"))
+    with pytest.raises(ValueError, match=r"antialias: tri holds vertex index 5, outside \[0, 5\) \(pos has 5 vert"):
+        aa(color, rast, pos, tri + 1)
     if device.type == "cpu" and torch.cuda.is_available():
         with pytest.raises(ValueError, match="all tensors must be on one device"):
             aa(color, rast.cuda(), pos, tri)

@@ -129,6 +129,8 @@ def test_context_opens_the_matched_egl_device(monkeypatch):
     monkeypatch.setattr(egl, "query_devices", lambda: [nv(0, 3)])
     monkeypatch.setattr(egl, "cuda_pci_bus_id", lambda index: None)
     monkeypatch.delenv(egl.DEVICE_INDEX_ENV, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the device check passes; no tensor is made
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     with dr.RasterizeGLContext(device="cuda:3") as ctx:
         assert ctx.egl_device == 0
         assert ctx.info["egl_device"] == 0 and ctx.info["device"] == "cuda:3"

@@ -471,7 +471,7 @@ def test_non_finite_positions_do_not_crash(glctx, device):
         (torch.zeros(1, 3, 4), [[0, 1, 2]], 4, None, TypeError, "pair of ints"),
         (torch.zeros(3, 4), [[0, 1, 2]], (4, 4), [[0, 2]], ValueError, "outside the 1 triangles"),
         (torch.zeros(3, 4), [[0, 1, 2]], (4, 4), "int64", ValueError, "ranges must be an int32"),
-        (torch.zeros(1, 3, 4), [[0, 1, 2]], (4, 4), [[0, 1]], ValueError, "only valid with pos of shape"),
+        (torch.zeros(1, 3, 4), [[0, 1, 2]], (True, True), None, TypeError, "pair of ints"),
         (torch.zeros(4), [[0, 1, 2]], (4, 4), None, ValueError, r"pos must have shape \[N, V, 4\]"),
         (torch.zeros(1, 1, 3, 4), [[0, 1, 2]], (4, 4), None, ValueError, r"pos must have shape \[N, V, 4\]"),
         (torch.zeros(1, 3, 4), [[0, 1]], (4, 4), None, ValueError, r"tri must have shape \[T, 3\]"),
@@ -517,9 +517,9 @@ def test_invalid_types_and_devices(cpu_glctx):
         dr.rasterize("ctx", torch.zeros(1, 3, 4), tri, (4, 4))
     with pytest.raises(TypeError, match="pos must be a torch.Tensor"):
         dr.rasterize(glctx, [[0, 0, 0, 1]], tri, (4, 4))
-    with pytest.raises(ValueError, match="one device"):
+    with pytest.raises(ValueError, match="rasterize: tri must be on a CPU or CUDA device, got .* device meta"):
         dr.rasterize(glctx, torch.zeros(1, 3, 4), tri.to("meta"), (4, 4))
-    with pytest.raises(ValueError, match="pos is on meta but the context serves cpu"):
+    with pytest.raises(ValueError, match="rasterize: pos must be on a CPU or CUDA device"):
         dr.rasterize(glctx, torch.zeros(1, 3, 4, device="meta"), tri.to("meta"), (4, 4))
     with pytest.raises(ValueError, match="mode must be one of"):
         dr.RasterizeGLContext(mode="auto")
@@ -562,3 +562,17 @@ def test_gradient_accumulation_per_thread_and_shared(glctx, device, monkeypatch)
     for a, b in zip(per_thread, shared):
         assert a.abs().max() > 0
         torch.testing.assert_close(a, b, atol=1e-5 * b.abs().max().item(), rtol=1e-5)
+
+
+def test_ranges_with_instanced_pos_are_ignored_with_one_warning(cpu_glctx, caplog, monkeypatch):
+    """As nvdiffrast documents: ranges only matter in range mode; instanced mode ignores them."""
+    monkeypatch.setattr(dr.raster, "_ranges_warned", False)
+    pos, tri = random_scene(num_tris=4, num_images=2)
+    plain, _ = dr.rasterize(cpu_glctx, pos, tri, (8, 8))
+    ranges = torch.tensor([[0, 1], [1, 1]], dtype=torch.int32)
+    with caplog.at_level("WARNING", logger="glrast"):
+        for _ in range(2):
+            rast, _ = dr.rasterize(cpu_glctx, pos, tri, (8, 8), ranges=ranges)
+            assert torch.equal(rast, plain)
+    warnings = [r for r in caplog.records if "ranges is ignored" in r.getMessage()]
+    assert len(warnings) == 1 and "rasterize" in warnings[0].getMessage()
