@@ -31,8 +31,8 @@ def resolve_device(device: Any, fn: str = "RasterizeGLContext") -> torch.device:
     else:
         try:
             dev = torch.device(device)
-        except (RuntimeError, ValueError) as e:
-            raise ValueError(f"{fn}: device must be {expected}, got {device!r} ({e})") from None
+        except (RuntimeError, ValueError):
+            raise ValueError(f"{fn}: device must be {expected}, got {device!r}") from None
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"{fn}: device must be a CPU or CUDA device, got {dev}")
     if dev.type == "cuda":

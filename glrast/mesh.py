@@ -191,7 +191,10 @@ def load(path: str | Path, device: Any = None) -> Mesh:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"mesh.load: no such file: {path}")
-    loaded = trimesh.load(str(path), process=False)
+    try:
+        loaded = trimesh.load(str(path), process=False)
+    except Exception as e:  # trimesh raises whatever its parser for the format meets
+        raise ValueError(f"mesh.load: cannot read {path} as a mesh ({type(e).__name__}: {e})") from e
     if isinstance(loaded, trimesh.Scene):
         if not loaded.geometry:
             raise ValueError(f"mesh.load: {path} holds no geometry")
