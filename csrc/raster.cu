@@ -105,11 +105,18 @@ GLRAST_HD Barycentrics barycentrics(const Setup& s) {
 // pass draws them as a plain triangle list: llvmpipe runs that faster than an
 // indexed draw, whose vertex cache only adds work when every vertex shader
 // invocation is a single attribute copy.
+//
+// A corner of huge or tiny magnitude is divided by a power of two (see rescale_exponent): a
+// homogeneous point scaled by a positive factor is the same point, and so are the segments between
+// corners that GL's clipping cuts, but GL's clip arithmetic (x + w, ...) overflows near the float
+// limit and may flush denormals to zero.
 GLRAST_KERNEL(raster_corners, RasterParams) {
     i64 v = (i64)p.image * p.verts_per_image + p.tri[i];
     const float* src = p.pos + 4 * v;
     float* dst = p.corners + 4 * i;
-    dst[0] = src[0]; dst[1] = src[1]; dst[2] = src[2]; dst[3] = src[3];
+    float m = fmaxf(fmaxf(fabsf(src[0]), fabsf(src[1])), fmaxf(fabsf(src[2]), fabsf(src[3])));
+    int e = rescale_exponent(m);
+    for (int k = 0; k < 4; ++k) dst[k] = e == 0 ? src[k] : ldexpf(src[k], -e);
 }
 
 GLRAST_KERNEL(raster_fwd, RasterParams) {

@@ -330,17 +330,26 @@ def test_huge_but_finite_w(glctx, device):
     the barycentrics and depth of a moderate w (not zeros from an overflow), and finite gradients."""
     h = w = 16
     rows = []
-    for big in (1e4, 1e30, 3.4e38):
+    for big in (1e8, 1e30, 3.4e38):
         rows.append([[-0.9, -0.9, 0.0, 1.0], [0.9, -0.9, 0.0, 1.0], [0.0, 0.9 * big, 0.5 * big, big]])
     pos = torch.tensor(rows).to(device).requires_grad_(True)
     rast, rast_db = dr.rasterize(glctx, pos, tri_tensor([[0, 1, 2]], device), (h, w))
     covered = rast[..., 3] > 0
     assert covered.all(0).sum() > 10
-    for k in (1, 2):  # the farther vertex contributes nothing measurable beyond w = 1e4
+    for k in (1, 2):  # the farther vertex contributes nothing measurable beyond w = 1e8
         torch.testing.assert_close(rast[k][covered.all(0)], rast[0][covered.all(0)], atol=2e-4, rtol=0)
         torch.testing.assert_close(rast_db[k][covered.all(0)], rast_db[0][covered.all(0)], atol=1e-3, rtol=1e-3)
     (rast[..., :2].sum() + rast_db.sum()).backward()
     assert torch.isfinite(pos.grad).all()
+    # every coordinate near the float limit, or tiny: GL sees the corners scaled by a power of two
+    # (before, its clipping overflowed or its products underflowed, and it covered nothing)
+    base = torch.tensor([[[-0.9, -0.9, 0.0, 1.0], [0.9, -0.9, 0.0, 1.0], [0.0, 0.9, 0.5, 1.0]]])
+    plain, plain_db = dr.rasterize(glctx, base.to(device), tri_tensor([[0, 1, 2]], device), (h, w))
+    for scale in (3.4e38, 1e-30):
+        rast, rast_db = dr.rasterize(glctx, (base * scale).to(device), tri_tensor([[0, 1, 2]], device), (h, w))
+        assert torch.equal(rast[..., 3], plain[..., 3]) and (plain[..., 3] > 0).sum() > 50
+        torch.testing.assert_close(rast, plain, atol=1e-6, rtol=0)
+        torch.testing.assert_close(rast_db, plain_db, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("through", ["uv", "db"])
