@@ -118,6 +118,23 @@ def test_depth_test_nearest_wins_regardless_of_order(glctx, device):
         assert torch.all(ids[both] == near_id - 1)
 
 
+def test_depth_tie_goes_to_the_lower_triangle_index(glctx, device):
+    """Coplanar surfaces at equal z/w: the triangle with the smaller index in tri wins (GL draws in
+    index order with a strict depth test), whatever the order of their vertices in pos."""
+    a = screen_triangle([(1, 1), (15, 2), (7, 15)], 16, 16, z=0.1)
+    b = screen_triangle([(0, 3), (14, 0), (9, 16)], 16, 16, z=0.1)
+    for first, second in ((a, b), (b, a), (a, a)):
+        pos = torch.cat([first, second])[None].to(device)
+        for tri in ([[0, 1, 2], [3, 4, 5]], [[3, 4, 5], [0, 1, 2]]):
+            rast, _ = dr.rasterize(glctx, pos, tri_tensor(tri, device), (16, 16))
+            ids = dr.triangle_index(rast.cpu())[0]
+            inside = [ref.inside_triangle(t, 16, 16)[0] for t in (first, second)]
+            both = inside[0] & inside[1]
+            drawn_first = inside[0] if tri[0][0] == 0 else inside[1]
+            assert both.sum() > 20 and (ids[both] == 0).all()
+            assert (ids[drawn_first] == 0).all()
+
+
 def test_instanced_and_range_modes(glctx, device):
     h, w = 12, 12
     a = screen_triangle([(0, 0), (12, 0), (0, 12)], h, w)
