@@ -256,3 +256,24 @@ def test_diff_attrs_accepts_integer_scalars(glctx, device):
         assert torch.equal(da, expected)
     _, empty = dr.interpolate(attr, rast, tri.to(device), diff_attrs=[])
     assert empty.shape[-1] == 0
+
+
+def test_attributes_at_the_float_limit(device):
+    """Attributes near FLT_MAX: a blend within float's range comes out right (not infinite from the
+    float sum), and derivatives and gradients whose true value exceeds it saturate at the largest
+    float instead of becoming infinite."""
+    big = torch.finfo(torch.float32).max
+    tri = torch.tensor([[0, 1, 2]], dtype=torch.int32, device=device)
+    rast = torch.tensor([[[[0.4, 0.35, 0.0, 1.0], [0.5, 0.5, 0.0, 1.0]]]], device=device)
+    rast_db = torch.full((1, 1, 2, 4), 0.25, device=device)
+    attr = torch.tensor([[big, big], [big, -big], [big, big]], device=device, requires_grad=True)
+    inputs = [attr, rast.requires_grad_(True), rast_db.requires_grad_(True)]
+    out, out_da = dr.interpolate(*inputs[:2], tri, inputs[2], diff_attrs="all")
+    assert out[0, 0, :, 0].tolist() == [big, big]  # u + v + (1 - u - v) = 1 times FLT_MAX
+    # d(attr 1)/dX = (a0 - a2) db0 + (a1 - a2) db2 = -2 FLT_MAX / 4: within range, though a1 - a2 is not
+    assert out_da[..., 0].abs().max() == 0
+    torch.testing.assert_close(out_da[..., 2:], torch.full_like(out_da[..., 2:], -big / 2))
+    grads = torch.autograd.grad((out * 0.5).sum() + out_da.sum(), inputs)
+    for g in grads:
+        assert torch.isfinite(g).all()
+    assert grads[1][0, 0, :, 1].abs().max() == big  # d out / dv = a1 - a2 = -2 FLT_MAX
