@@ -37,9 +37,9 @@ class Recorder:
         return value
 
 
-def run(name: str, cases: int, seconds: float | None, seed: int) -> tuple[Counter, list[str], int, float]:
+def run(name: str, cases: int, seconds: float | None, seed: int) -> tuple[Counter, dict[str, str], int, float]:
     outcomes: Counter = Counter()
-    failures: list[str] = []
+    failures: dict[str, str] = {}  # outcome label -> the first failing case's message and inputs
     start = time.perf_counter()
 
     @settings(max_examples=cases, deadline=None, database=None, suppress_health_check=list(HealthCheck))
@@ -51,11 +51,13 @@ def run(name: str, cases: int, seconds: float | None, seed: int) -> tuple[Counte
         try:
             outcomes[fuzz_cases.CASES[name](rec)] += 1
         except AssertionError as e:
-            outcomes["FAILED: " + str(e).split("\n")[0][:70]] += 1
-            failures.append(f"{e}\n    draws: {rec.draws}")
+            label = "FAILED: " + str(e).split("\n")[0].split(":")[0][:70]
+            outcomes[label] += 1
+            failures.setdefault(label, f"{e}\n    draws: {rec.draws}")
         except Exception as e:  # noqa: BLE001 - an unexpected exception is a finding too
-            outcomes[f"ERROR {type(e).__name__}: {str(e)[:60]}"] += 1
-            failures.append(f"{type(e).__name__}: {e}\n    draws: {rec.draws}\n{traceback.format_exc(limit=4)}")
+            label = f"ERROR {type(e).__name__}: {str(e)[:60]}"
+            outcomes[label] += 1
+            failures.setdefault(label, f"{e}\n    draws: {rec.draws}\n{traceback.format_exc(limit=4)}")
 
     seed_of(seed)(campaign)()
     return outcomes, failures, sum(outcomes.values()), time.perf_counter() - start
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n== {name}: {count} cases, {failed} failed, {elapsed:.0f} s", flush=True)
         for label, k in outcomes.most_common():
             print(f"   {k:6d}  {label}")
-        for text in failures[:5]:
+        for text in failures.values():  # the first case of each kind of failure
             print("   --- " + text.replace("\n", "\n   "))
     print("\n| function | cases | failed | s |\n|---|---:|---:|---:|")
     for name, count, failed, elapsed, _ in rows:
