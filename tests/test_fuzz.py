@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 # CI budget: about 30-60 s for the whole file on 2 cores.
-EXAMPLES = {"antialias": 60, "texture": 120, "rasterize": 80, "interpolate": 80, "DepthPeeler": 40, "bad input": 300}
+EXAMPLES = {"antialias": 60, "texture": 80, "rasterize": 80, "interpolate": 80, "DepthPeeler": 40, "bad input": 300}
 
 
 @pytest.mark.parametrize("name", sorted(fuzz_cases.CASES))
