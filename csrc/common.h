@@ -91,6 +91,31 @@ GLRAST_HD void accumulate(const Accumulator& acc, i64 index, float value) {
         acc.data[thread_slot() * acc.size + index] += value;
 }
 
+// Largest finite float, for gradients that saturate there (see saturate_f32).
+#define GLRAST_FLT_MAX 3.402823466e+38f
+
+// x clamped to the finite floats: a derivative whose true value lies beyond float's range comes out
+// as the largest float of its sign instead of an infinity (NaN stays NaN).
+GLRAST_HD float saturate_f32(double x) {
+    if (x != x) return (float)x;
+    return (float)(x > (double)GLRAST_FLT_MAX ? (double)GLRAST_FLT_MAX : (x < -(double)GLRAST_FLT_MAX ? -(double)GLRAST_FLT_MAX : x));
+}
+
+// A mean or blend computed in double back to float: the nearest float, the largest finite one where
+// rounding stepped just past float's range; infinities and NaN (from non-finite input) as they are.
+GLRAST_HD float narrow_f32(double x) { return isfinite(x) ? saturate_f32(x) : (float)x; }
+
+// The power of two 2^e by which to divide numbers of largest magnitude m so that products and sums
+// of a few of them neither overflow nor underflow: e = 0 where m already lies in [2^-64, 2^64]
+// (the common case costs one comparison), else m's binary exponent. Apply with ldexpf(x, -e).
+GLRAST_HD int rescale_exponent(float m) {
+    if (m >= 5.421010862e-20f && m <= 1.844674407e+19f) return 0;
+    if (!(m > 0.f) || !is_finite_f32(m)) return 0;  // zero, NaN, infinity: nothing to rescale
+    int e;
+    frexpf(m, &e);
+    return e;
+}
+
 #define GLRAST_KERNEL(NAME, PARAMS)                                                         \
     GLRAST_HD void NAME##_body(const PARAMS& p, i64 i);                                     \
     GLRAST_ENTRY(NAME, PARAMS)                                                              \

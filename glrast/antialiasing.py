@@ -39,8 +39,13 @@ column (axis 1) of one image:
    the neighbour's pixel is blended towards the owner's,
    out[Q] += amount · (color[P] - color[Q]).
 
-out starts as a copy of color and collects the contributions of all (up to
-four) pairs of each pixel, all computed from the input colours. For a straight
+6. A pixel collects the amounts a_k of all (up to four) pairs that blend it,
+   each towards its neighbour n_k, all computed from the input colours:
+   out[P] = color[P] + sum_k a_k (color[n_k] - color[P]) / max(1, sum_k a_k).
+   The amounts are scaled down only where they add up past 1 (a pixel under a
+   triangle smaller than a pixel can be blended by three or four pairs), so
+   the output is always a convex combination of the input colours; it is
+   computed as a weighted sum, kept within the range of the colours it mixes. For a straight
 edge that crosses the squares of a pair along x through their top and bottom
 sides (likewise along y), this is exactly the box-filtered coverage of the two
 pixels: the pixel holding the crossing keeps 0.5 + d of its own surface, d the
@@ -56,7 +61,10 @@ folding over an edge.
 Gradients: color gets the transpose of the blend; pos gets
 d(loss)/d(amount) · d(amount)/d(dc) · pos_gradient_boost, carried through dc
 to the x, y and w of the silhouette edge's two vertices (z has no effect on dc).
-The gradient is zero where dc reaches 0 or 1 (clamped), where the blend saturates.
+The gradient is zero where dc reaches 0 or 1 (clamped), where the blend saturates;
+where a pixel's amounts are scaled (step 6), it follows the scaled formula. A
+gradient whose true value lies beyond float32's range (colours near the float
+limit) saturates at the largest finite float.
 Lines and sides are computed in homogeneous pixel coordinates, which keeps
 them right for triangles with a vertex behind the camera (w < 0, clipped by
 GL): "the side of a line" is where the triangle's visible part lies.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -99,12 +100,20 @@ class _Interpolate(torch.autograd.Function):
 def _diff_indices(diff_attrs: str | Sequence[int] | None, num_attrs: int, device: torch.device) -> torch.Tensor | None:
     if diff_attrs is None:
         return None
-    if diff_attrs == "all":
+    if isinstance(diff_attrs, str):
+        if diff_attrs != "all":
+            raise ValueError(f"{_FN}: diff_attrs must be 'all' or a list of attribute indices, got {diff_attrs!r}")
         idx = list(range(num_attrs))
-    elif isinstance(diff_attrs, str):
-        raise ValueError(f"{_FN}: diff_attrs must be 'all' or a list of attribute indices, got {diff_attrs!r}")
     else:
-        idx = [int(k) for k in diff_attrs]
+        try:
+            idx = [operator.index(k) for k in diff_attrs if not isinstance(k, bool)]
+            ok = len(idx) == len(diff_attrs)  # type: ignore[arg-type]
+        except TypeError:
+            ok = False
+        if not ok:
+            raise TypeError(
+                f"{_FN}: diff_attrs must be 'all' or a sequence of int attribute indices, got {diff_attrs!r}"
+            )
         bad = [k for k in idx if not 0 <= k < num_attrs]
         if bad:
             raise ValueError(
@@ -124,8 +133,8 @@ def interpolate(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Interpolate vertex attributes: returns out [N, H, W, A] (zero where rast
     is empty, or names a triangle id outside tri) and out_da [N, H, W, 2·len(diff_attrs)] = (dA/dX, dA/dY) per
-    selected attribute when rast_db and diff_attrs are given, else an empty
-    [N, H, W, 0] tensor. Gradients flow to attr, rast (u, v) and rast_db.
+    selected attribute when diff_attrs is given (which then needs rast_db, as in nvdiffrast), else an
+    empty [N, H, W, 0] tensor. Gradients flow to attr, rast (u, v) and rast_db.
     """
     attr = _checks.tensor(_FN, "attr", attr, "[V, A] or [N, V, A]", ndims=(2, 3))
     rast = _checks.tensor(_FN, "rast", rast, "[N, H, W, 4]", ndims=(4,), last=4)
@@ -144,8 +153,13 @@ def interpolate(
         raise ValueError(
             f"{_FN}: attr has {attr.shape[0]} attribute sets for a batch of {n} images (expected 1 or {n})"
         )
-    _checks.triangles(_FN, tri, attr.shape[1])
-    diff_idx = _diff_indices(diff_attrs, attr.shape[2], attr.device) if rast_db is not None else None
+    _checks.triangles(_FN, tri, attr.shape[1], holder="attr")
+    diff_idx = _diff_indices(diff_attrs, attr.shape[2], attr.device)
+    if diff_idx is not None and rast_db is None:
+        raise ValueError(
+            f"{_FN}: diff_attrs={diff_attrs!r} asks for attribute derivatives, which need rast_db "
+            "(the second output of rasterize)"
+        )
     if diff_idx is None:
         rast_db = None
     return _Interpolate.apply(attr, rast, rast_db, tri, diff_idx)

@@ -401,5 +401,15 @@ def accumulator(
 
 
 def collect(slots: torch.Tensor) -> torch.Tensor:
-    """The gradient held in accumulation slots (their sum)."""
-    return slots[0] if slots.shape[0] == 1 else slots.sum(0)
+    """The gradient held in accumulation slots (their sum), saturated (see `saturate`)."""
+    return saturate(slots[0] if slots.shape[0] == 1 else slots.sum(0))
+
+
+_FLOAT_MAX = torch.finfo(torch.float32).max
+
+
+def saturate(grad: torch.Tensor | None) -> torch.Tensor | None:
+    """Clamp a scattered gradient to the finite floats, in place: the kernels saturate each
+    contribution at the largest float (saturate_f32 in csrc/common.h), but a sum of such contributions
+    could still overflow to infinity. NaN stays NaN."""
+    return None if grad is None else grad.clamp_(-_FLOAT_MAX, _FLOAT_MAX)

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from . import _checks, ids, kernels
+from ._log import logger
 from .context import RasterizeGLContext
 from .params import Accumulator, Params, ptr
 
@@ -77,6 +78,22 @@ class _Rasterize(torch.autograd.Function):
         return kernels.collect(grad_slots), None, None, None, None, None, None, None
 
 
+_ranges_warned = False
+
+
+def _warn_ranges_ignored(fn: str, pos: torch.Tensor) -> None:
+    """nvdiffrast ignores ranges in instanced mode; so does glrast, saying so once per process."""
+    global _ranges_warned
+    if not _ranges_warned:
+        _ranges_warned = True
+        logger.warning(
+            "%s: ranges is ignored with instanced pos of shape %s (only [V, 4] pos uses ranges); "
+            "this warning is shown once",
+            fn,
+            list(pos.shape),
+        )
+
+
 def _prepare(glctx: Any, pos: Any, tri: Any, resolution: Any, ranges: Any, fn: str, peel: bool = False):
     """Validate rasterize's arguments; returns (pos, tri, draws, height, width).
     peel: for DepthPeeler, whose shader reads pos and tri as GL storage buffers."""
@@ -101,9 +118,7 @@ def _prepare(glctx: Any, pos: Any, tri: Any, resolution: Any, ranges: Any, fn: s
             )
     if pos.ndim == 3:
         if ranges is not None:
-            raise ValueError(
-                f"{fn}: ranges is only valid with pos of shape [V, 4] (range mode); got pos {list(pos.shape)}"
-            )
+            _warn_ranges_ignored(fn, pos)
         draws = [(n, 0, num_tris) for n in range(pos.shape[0])]
     else:
         if ranges is None:
@@ -140,7 +155,10 @@ def rasterize(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rasterize triangles; returns rast [N, H, W, 4] = (u, v, z/w, id+1) and
     rast_db [N, H, W, 4] = (du/dX, du/dY, dv/dX, dv/dY) ([N, H, W, 0] when the
-    context has output_db=False). Row 0 is clip-space y = -1.
+    context has output_db=False). Row 0 is clip-space y = -1. (u, v, 1 - u - v)
+    always lie in the triangle: where GL covers a pixel centre that the exact
+    barycentrics put just outside (slivers), the negative ones are clamped to 0
+    and the rest renormalised; rast_db holds the triangle's own derivatives.
 
     Gradients flow from (u, v) and, with grad_db, from rast_db to the x, y and
     w of pos. See SPEC.md "rasterize".

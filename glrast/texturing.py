@@ -300,7 +300,7 @@ class _Texture(torch.autograd.Function):
             _pyramid_grad_to_base(grad_tex, grad_pyr, cfg.shapes)
         if not need_pyr:  # a prebuilt or internal pyramid: its gradient went on into tex
             grad_pyr = None
-        return grad_tex, grad_pyr, grad_uv, grad_da, grad_bias, None
+        return kernels.saturate(grad_tex), kernels.saturate(grad_pyr), grad_uv, grad_da, grad_bias, None
 
 
 def _choice(fn: str, name: str, value: object, options: Sequence[str]) -> str:

@@ -31,16 +31,18 @@ def test_two_ranks_take_the_steps_of_one_process(tmp_path):
     single.run(steps=4, batch=8, views=16, res=24, record=tmp_path / "one.pt", device="cpu", quiet=True)
     one = torch.load(tmp_path / "one.pt")
     assert two["result"]["world_size"] == 2 and one["result"]["world_size"] == 1
-    # The ranks' gradients, averaged by DDP, are the one process's gradients over all the views
-    # (summed in another order: float32 rounding, within 1e-4 of the largest component; the
-    # parameters after four Adam steps within 1e-5).
+    # The ranks' gradients, averaged by DDP, are the one process's gradients over all the views,
+    # summed in another order. At the first step (same parameters) that is float32 rounding only:
+    # relative error 1e-5. Later the parameters differ by rounding, and a pixel pair whose
+    # silhouette decision sits on a boundary can flip: relative error (in norm) 1e-3, parameters
+    # within a tenth of the learning rate (0.01) after four Adam steps.
     for step, (g_two, g_one) in enumerate(zip(two["grads"], one["grads"], strict=True)):
         for a, b in zip(g_two, g_one):
-            assert b.abs().max() > 0
-            torch.testing.assert_close(a, b, atol=1e-4 * float(b.abs().max()), rtol=0, msg=f"step {step}")
-    torch.testing.assert_close(two["offset"], one["offset"], atol=1e-5, rtol=0)
-    torch.testing.assert_close(two["color"], one["color"], atol=1e-5, rtol=0)
-    torch.testing.assert_close(torch.tensor(two["losses"]), torch.tensor(one["losses"]), rtol=1e-5, atol=0)
+            assert b.norm() > 0
+            assert (a - b).norm() <= (1e-5 if step == 0 else 1e-3) * b.norm(), f"step {step}"
+    torch.testing.assert_close(two["offset"], one["offset"], atol=1e-3, rtol=0)
+    torch.testing.assert_close(two["color"], one["color"], atol=1e-3, rtol=0)
+    torch.testing.assert_close(torch.tensor(two["losses"]), torch.tensor(one["losses"]), rtol=1e-4, atol=0)
 
 
 def test_nproc_starts_the_ranks_through_torchrun(capfd):

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 import glrast as dr
 from glrast import cuda_driver, egl, kernels
@@ -121,6 +122,8 @@ def test_context_opens_the_matched_egl_device(monkeypatch):
     monkeypatch.setattr(egl, "query_devices", lambda: [nv(0, 3)])
     monkeypatch.setattr(cuda_driver, "pci_bus_id", lambda index: None)
     monkeypatch.delenv(egl.DEVICE_INDEX_ENV, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the device check passes; no tensor is made
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     with dr.RasterizeGLContext(device="cuda:3") as ctx:
         assert ctx.egl_device == 0
         assert ctx.info["egl_device"] == 0 and ctx.info["device"] == "cuda:3"

@@ -519,7 +519,7 @@ BAD_CALLS = {
         ValueError,
         r"mip_level_bias must have shape \[1, 2, 2\] to match uv",
     ),
-    "devices": (lambda a: dr.texture(a["t"], a["uv"].to("meta")), ValueError, r"uv is on meta"),
+    "devices": (lambda a: dr.texture(a["t"], a["uv"].to("meta")), ValueError, r"uv must be on a CPU or CUDA device"),
     "cube unequal sides": (
         lambda a: dr.texture(a["level"](1, 6, 4, 2, 3), a["d"], boundary_mode="cube"),
         ValueError,

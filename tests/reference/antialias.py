@@ -110,7 +110,7 @@ def antialias(color, rast, pos, tri, pos_gradient_boost=1.0):
     table = edge_triangles(tri)
     tri_list = tri.tolist()
     src = color.double()
-    out = src.clone()
+    blends = defaultdict(list)  # (image, row, col) of a blended pixel -> [(amount, source pixel)]
     for img in range(n):
         scr_det = torch.stack([sx[img], sy[img]], -1).detach().tolist()
         for axis, (dr_, dc_) in enumerate(((0, 1), (1, 0))):
@@ -141,12 +141,14 @@ def antialias(color, rast, pos, tri, pos_gradient_boost=1.0):
                     target, source, amount = own, oth, 0.5 - dc
                 else:
                     target, source, amount = oth, own, dc - 0.5
-                delta = amount * (src[img][source] - src[img][target])
-                out = out.index_put(
-                    (torch.tensor([img]), torch.tensor([target[0]]), torch.tensor([target[1]])),
-                    delta[None],
-                    accumulate=True,
-                )
+                if float(amount.detach()) > 0:
+                    blends[(img, *target)].append((amount, source))
+    out = src.clone()
+    for (img, r, c), terms in blends.items():
+        # The amounts a pixel receives are scaled down to add up to at most 1: a convex combination.
+        total = torch.stack([amount for amount, _ in terms]).sum().clamp(min=1)
+        delta = sum(amount * (src[img][source] - src[img, r, c]) for amount, source in terms) / total
+        out = out.index_put((torch.tensor([img]), torch.tensor([r]), torch.tensor([c])), delta[None], accumulate=True)
     return out
 
 
