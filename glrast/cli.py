@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import sys
 import time
 from collections.abc import Sequence
@@ -145,136 +144,22 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return subprocess.call([sys.executable, str(script), *options])
 
 
-def _orbit_cameras(views: int, fov: float, elevation: float, width: int, height: int) -> list[Any]:
-    """Clip matrices of `views` cameras evenly spaced in azimuth around the unit sphere, looking at its centre."""
-    import torch
-
-    from . import camera
-
-    # far enough that the unit sphere fits the narrower field of view, with a margin
-    half = math.radians(fov) / 2
-    half = min(half, math.atan(math.tan(half) * width / height))
-    dist = 1.1 / math.sin(half)
-    proj = camera.perspective(fov, width / height, max(dist - 1.5, 0.05 * dist), dist + 1.5)
-    el = math.radians(elevation)
-    mats = []
-    for k in range(views):
-        az = 2 * math.pi * k / views
-        eye = dist * torch.tensor([math.cos(el) * math.sin(az), math.sin(el), math.cos(el) * math.cos(az)])
-        mats.append(proj @ camera.look_at(eye, torch.zeros(3)))
-    return mats
-
-
-def _read_cameras(path: Path, pos: Any) -> list[tuple[Any, int, int]]:
-    """(clip matrix, width, height) per entry of an OpenCV camera file (see `glrast render --help`)."""
-    import torch
-
-    from . import camera
-
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not a JSON camera file ({e})") from None
-    entries = data if isinstance(data, list) else [data]
-    out = []
-    for k, cam in enumerate(entries):
-        try:
-            K, R, t = (torch.tensor(cam[key], dtype=torch.float64) for key in ("K", "R", "t"))
-            width, height = int(cam["width"]), int(cam["height"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{path}: camera {k} needs K (3x3), R (3x3), t (3), width and height ({e})") from e
-        depth = (pos.double().cpu() @ R.T + t)[:, 2]
-        near = cam.get("near") or max(float(depth.min()) * 0.9, float(depth.max()) * 1e-3, 1e-6)
-        far = cam.get("far") or max(float(depth.max()) * 1.1, 2 * near)
-        out.append((camera.from_opencv(K, R, t, width, height, near, far, flip_y=True).float(), width, height))
-    return out
-
-
-def _mip_levels(height: int, width: int) -> int:
-    """How many times a texture of this size can be halved under glrast's mip rule (no odd side above 1)."""
-    levels = 0
-    while (height > 1 or width > 1) and not ((height > 1 and height % 2) or (width > 1 and width % 2)):
-        height, width, levels = max(1, height // 2), max(1, width // 2), levels + 1
-    return levels
-
-
-def _shade(glctx: Any, m: Any, mvp: Any, eye: Any, height: int, width: int) -> Any:
-    """RGBA image [H, W, 4] of mesh `m` (row 0 = bottom): texture, else vertex colours, else grey lit
-    from the camera centre `eye` [3]."""
-    import torch
-
-    import glrast as dr
-
-    from . import camera
-
-    clip = camera.transform(mvp.to(m.pos.device), m.pos).contiguous()
-    rast, rast_db = dr.rasterize(glctx, clip, m.tri, (height, width))
-    if m.texture is not None:
-        uv, uv_da = dr.interpolate(m.uv, rast, m.tri, rast_db=rast_db, diff_attrs="all")
-        levels = _mip_levels(*m.texture.shape[:2])
-        if levels:
-            color = dr.texture(m.texture[None], uv, uv_da, filter_mode="linear-mipmap-linear", max_mip_level=levels)
-        else:
-            color = dr.texture(m.texture[None], uv, filter_mode="linear")
-    elif m.colors is not None:
-        color, _ = dr.interpolate(m.colors, rast, m.tri)
-    else:
-        # |n . v| with v the direction to the eye: two-sided, since nothing is culled
-        attrs, _ = dr.interpolate(torch.cat([m.pos, m.normals], -1), rast, m.tri)
-        view = torch.nn.functional.normalize(eye.to(attrs) - attrs[..., :3], dim=-1)
-        lit = (torch.nn.functional.normalize(attrs[..., 3:], dim=-1) * view).sum(-1).abs()
-        color = (0.15 + 0.75 * lit)[..., None].expand(*lit.shape, 3)
-    mask = (rast[..., 3:] > 0).float()
-    rgba = dr.antialias(torch.cat([color * mask, mask], -1).contiguous(), rast, clip, m.tri)[0]
-    alpha = rgba[..., 3:]
-    return torch.cat([rgba[..., :3] / alpha.clamp(min=1e-6), alpha], -1).clamp(0, 1)
-
-
 def _cmd_render(args: argparse.Namespace) -> int:
-    for what, path in (("mesh file", args.mesh), ("--camera file", args.camera)):
-        if path is not None and not path.is_file():
+    for what, path in (("mesh file, folder or list", args.mesh), ("--camera file", args.camera)):
+        if path is not None and not path.exists():
             raise UsageError(f"render: no such {what}: {path}")
+    if args.camera is not None and not args.camera.is_file():
+        raise UsageError(f"render: --camera must be a JSON file, got the folder {args.camera}")
     require("render")
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    import glrast as dr
-
-    from . import camera, mesh
-    from .context import resolve_device
+    from . import render
 
     start = time.perf_counter()
-    device = resolve_device(args.device, "glrast render --device")
-    m = mesh.load(args.mesh, device=device)
-    if args.camera:
-        cams = _read_cameras(Path(args.camera), m.pos)
-    else:
-        height, width = args.res
-        # orbit cameras around the mesh's bounding sphere: centre it and scale it to radius 1
-        lo, hi = m.pos.min(0).values, m.pos.max(0).values
-        centre = ((lo + hi) / 2).cpu()
-        radius = float((m.pos.cpu() - centre).norm(dim=1).max()) or 1.0
-        to_unit = torch.eye(4)
-        to_unit[:3, :3] /= radius
-        to_unit[:3, 3] = -centre / radius
-        cams = [(mvp @ to_unit, width, height) for mvp in _orbit_cameras(args.views, args.fov, args.elevation,
-                                                                          width, height)]  # fmt: skip
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    records = []
-    with dr.RasterizeGLContext(device=device) as glctx:
-        for k, (mvp, width, height) in enumerate(cams):
-            K, R, t, near, far = camera.to_opencv(mvp.double(), width, height, flip_y=True)
-            rgba = _shade(glctx, m, mvp, (-R.T @ t).float(), height, width)
-            pixels = (rgba.flip(0).cpu().numpy() * 255 + 0.5).astype(np.uint8)  # row 0 of a PNG is the top
-            Image.fromarray(pixels, "RGBA").save(out / f"view_{k:03d}.png")
-            records.append({"width": width, "height": height, "K": K.tolist(), "R": R.tolist(), "t": t.tolist(),
-                            "near": float(near), "far": float(far)})  # fmt: skip
-    (out / "cameras.json").write_text(json.dumps(records, indent=1))
-    print(f"glrast render: {len(cams)} views of {args.mesh} ({m.tri.shape[0]} triangles) -> {out}/view_*.png "
-          f"and cameras.json, {time.perf_counter() - start:.1f} s")  # fmt: skip
-    return 0
+    options = render.Options(res=tuple(args.res), views=args.views, fov=args.fov, elevation=args.elevation,
+                             camera=str(args.camera) if args.camera else None, device=args.device)  # fmt: skip
+    outcomes = render.run(args.mesh, args.out, options, workers=args.workers, skip_existing=args.skip_existing,
+                          log=args.log)  # fmt: skip
+    print(render.summary(outcomes, args.out, time.perf_counter() - start))
+    return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -306,12 +191,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     render = commands.add_parser(
         "render",
-        help="render a mesh file to PNGs (headless, batch)",
-        description="Render MESH (OBJ, PLY, GLB, ... through trimesh) from several cameras into RGBA PNGs "
+        help="render meshes to PNGs (headless, batch: a file, a folder or a list of meshes)",
+        description="Render MESH (OBJ, PLY, GLB, STL, ... through trimesh) from several cameras into RGBA PNGs "
         "(view_000.png, ...; alpha = antialiased coverage), with its texture, else its vertex colours, else grey "
-        "shading lit from the camera. Writes the cameras used to cameras.json in the format --camera reads.",
+        "shading lit from the camera, and the cameras used into cameras.json (the format --camera reads). "
+        "MESH may be a folder (every mesh below it, each into OUT/<its relative path>/) or a list file "
+        "(.txt: one path a line). Meshes are shared among --workers processes and, under torchrun, among the "
+        "ranks; a mesh that fails is reported (summary and render_log.json) while the others go on; the exit "
+        "status is 1 if any failed. Files are written atomically: after a kill, --skip-existing renders only "
+        "the meshes whose output is not complete.",
     )
-    render.add_argument("mesh", type=Path, help="mesh file")
+    render.add_argument("mesh", type=Path, metavar="MESH", help="mesh file, folder of meshes, or list file")
     render.add_argument("--out", type=Path, required=True, help="output folder")
     render.add_argument("--res", type=_positive_int, nargs=2, default=(512, 512), metavar=("H", "W"),
                         help="image height and width in pixels (default 512 512)")  # fmt: skip
@@ -326,7 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="OpenCV cameras instead of the orbit: a JSON list of {K: 3x3, R: 3x3, t: [3], width, height, "
         "[near, far]} in the mesh's coordinates (camera = R @ world + t, pixel centres at integers)",
     )  # fmt: skip
-    render.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    render.add_argument("--device", default=None,
+                        help="torch device (default: cuda if available, cuda:LOCAL_RANK under torchrun, else cpu)")
+    render.add_argument("--workers", type=_positive_int, default=1,
+                        help="worker processes, each with its own GL context (default 1: in this process)")
+    render.add_argument("--skip-existing", action="store_true",
+                        help="skip meshes whose output is complete (its cameras.json exists), e.g. after a kill")
+    render.add_argument("--log", type=Path, default=None,
+                        help="JSON log of every mesh's outcome (default OUT/render_log.json)")
     render.set_defaults(run=_cmd_render)
 
     bench = commands.add_parser(

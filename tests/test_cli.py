@@ -39,7 +39,7 @@ def meshes(tmp_path):
 @pytest.mark.parametrize(
     "args, status, message",
     [
-        (["{d}/missing.ply"], 2, "render: no such mesh file: {d}/missing.ply"),
+        (["{d}/missing.ply"], 2, "render: no such mesh file, folder or list: {d}/missing.ply"),
         (["{d}/broken.ply"], 1, "mesh.load: cannot read {d}/broken.ply as a mesh"),
         (["{d}/tet.ply", "--camera", "{d}/nocams.json"], 2, "render: no such --camera file: {d}/nocams.json"),
         (["{d}/tet.ply", "--camera", "{d}/cams.json"], 1, "cams.json: camera 0 needs K (3x3), R (3x3), t (3)"),

@@ -15,12 +15,12 @@ PACKAGE = Path(glrast.__file__).resolve().parent
 
 # Lowest first; a module may import only modules listed before it (README "Layout").
 LAYERS = [
-    ("base", ["_version", "_log", "_resources", "_checks", "ids", "params", "cuda_driver"]),
+    ("base", ["_version", "_log", "_resources", "_progress", "_checks", "ids", "params", "cuda_driver"]),
     ("kernel runtime, EGL, interop", ["kernels", "egl", "interop"]),
     ("GL layer", ["pipeline", "context"]),
     ("primitives", ["raster", "interpolation", "texturing", "antialiasing"]),
     ("helpers", ["camera", "mesh"]),
-    ("tools", ["diagnostics", "cli", "__main__", "__init__"]),
+    ("tools", ["diagnostics", "render", "cli", "__main__", "__init__"]),
 ]
 ORDER = [name for _, names in LAYERS for name in names]
 
