@@ -37,7 +37,7 @@ from ._resources import resource_dir
 from ._version import __version__
 
 ACCUMULATOR_BYTES = 1 << 28  # per-thread gradient copies, host build (see Accumulator in common.h)
-HOST_FLAGS = ("-std=c++20", "-O3", "-fopenmp", "-shared", "-fPIC", "-x", "c++")
+HOST_FLAGS = ("-std=c++20", "-O3", "-pthread", "-shared", "-fPIC", "-x", "c++")
 NVRTC_FLAGS = ("-std=c++17", "-default-device")
 CUDA_BLOCK = 256
 
@@ -142,16 +142,24 @@ def build_host(name: str) -> Path:
 
 
 class HostModule:
-    """A host-compiled kernel library; kernels run synchronously under OpenMP."""
+    """A host-compiled kernel library; kernels run synchronously on its thread pool
+    (csrc/common.h, glrast_host) with as many threads as torch uses (torch.get_num_threads())."""
 
     def __init__(self, name: str):
         self.name = name
         self._lib = ctypes.CDLL(str(build_host(name)))
 
+    @staticmethod
+    def threads() -> int:
+        """Threads per launch: torch's intra-op thread count, so that glrast's kernels and
+        torch's ops never run more threads than torch was told to (torch.set_num_threads,
+        OMP_NUM_THREADS; 1 in DataLoader workers)."""
+        return max(1, torch.get_num_threads())
+
     def accumulation_slots(self, floats: int) -> int:
-        """Slots for an Accumulator of `floats` values: one per OpenMP thread while
+        """Slots for an Accumulator of `floats` values: one per launch thread while
         their total stays within ACCUMULATOR_BYTES, else 1 (shared, atomic)."""
-        threads = self._lib.glrast_num_threads()
+        threads = self.threads()
         return threads if threads * floats * 4 <= ACCUMULATOR_BYTES else 1
 
     def launch(self, kernel: str, params: ctypes.Structure, n: int) -> None:
@@ -159,8 +167,8 @@ class HostModule:
             return
         fn = getattr(self._lib, kernel)
         fn.restype = None
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_longlong]
-        fn(ctypes.addressof(params), n)
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int]
+        fn(ctypes.addressof(params), n, self.threads())
 
 
 # ---------------------------------------------------------------------------
