@@ -52,6 +52,7 @@ def _create_egl_context(device_index: int | None) -> moderngl.Context:
     if device_index is not None:
         kwargs["device_index"] = device_index
     index = int(os.environ.get(egl.DEVICE_INDEX_ENV) or device_index or 0)  # the device glcontext opens
+    egl.load_own_llvm_libraries()  # before Mesa's GL driver, see egl.py
     if egl.inherited_display(index):
         return _fork_safe_context(index, cuda=device_index is not None)
     try:

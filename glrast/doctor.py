@@ -152,7 +152,10 @@ def _gl_context_facts(device_index: int) -> dict[str, Any]:
     """Open a headless context on one EGL device and read its strings."""
     import moderngl
 
+    from . import egl
+
     facts: dict[str, Any] = {"device_index": device_index}
+    egl.load_own_llvm_libraries()  # before Mesa's GL driver, see egl.py
     try:
         ctx = moderngl.create_context(standalone=True, backend="egl", device_index=device_index)
     except Exception as e:

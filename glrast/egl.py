@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import importlib.util
 import os
 import threading
 from ctypes.util import find_library
@@ -333,6 +334,40 @@ def egl_device_for_cuda(cuda_index: int) -> int:
     except EglUnavailableError as e:
         raise RuntimeError(f"cannot enumerate EGL devices to find CUDA device {cuda_index}: {e}") from None
     return select_device(devices, cuda_index, cuda_pci_bus_id(cuda_index), os.environ.get(DEVICE_INDEX_ENV))
+
+
+# ---------------------------------------------------------------------------
+# Libraries with an LLVM of their own
+
+# Python packages whose extension links its own LLVM and exports its symbols. Mesa loads
+# its GL driver with RTLD_GLOBAL, and with it the driver's libLLVM (another version): a
+# library loaded after that binds its LLVM calls to Mesa's and crashes in its static
+# constructors (triton: SIGSEGV in `import triton`, which torch's CUDA builds do from
+# torch._dynamo, e.g. on the first optimizer step). Loaded before, with RTLD_LOCAL, it
+# binds to its own LLVM, and the later import finds it loaded.
+OWN_LLVM_LIBRARIES = {"triton": ("_C", "libtriton.so")}
+
+
+@functools.cache
+def load_own_llvm_libraries() -> list[str]:
+    """Load the installed OWN_LLVM_LIBRARIES (without importing their packages); call
+    before the first GL context of the process. Returns the paths loaded."""
+    loaded = []
+    for package, parts in OWN_LLVM_LIBRARIES.items():
+        try:
+            spec = importlib.util.find_spec(package)
+        except (ImportError, ValueError):
+            continue
+        for root in (spec.submodule_search_locations or []) if spec else []:
+            path = Path(root, *parts)
+            if path.is_file():
+                try:
+                    ctypes.CDLL(str(path), mode=os.RTLD_LOCAL)
+                    loaded.append(str(path))
+                except OSError as e:  # its own import will say what is wrong
+                    logger.info("could not preload %s: %s", path, e)
+                break
+    return loaded
 
 
 # ---------------------------------------------------------------------------
