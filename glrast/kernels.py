@@ -225,7 +225,7 @@ def host_compiler() -> tuple[str, str]:
         looked = f"$CXX={wanted!r}" if wanted else "c++, g++, clang++ on PATH"
         raise KernelBuildError(
             f"no C++ compiler found (looked for {looked}); CPU tensors need one to build glrast's kernels: "
-            "install g++ 10 or newer (Debian/Ubuntu: apt-get install g++) or point $CXX at a C++20 compiler"
+            "install g++ 11 or newer (Debian/Ubuntu: apt-get install g++) or point $CXX at a C++20 compiler"
         )
     out = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
     return path, (out.stdout.splitlines() or ["unknown"])[0]
