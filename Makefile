@@ -1,7 +1,7 @@
 # `make demo` runs the main job, `make test` the test suite (what CI runs); both set up .venv first.
 PY := .venv/bin/python
 VENV_STAMP := .venv/.glrast-installed
-# A second, small environment with triton beside CPU torch, for tests/triton (glrast from the checkout).
+# A second, small environment with triton beside CPU torch, for tests/beside_triton (glrast from the checkout).
 TRITON_PY := .venv-triton/bin/python
 TRITON_STAMP := .venv-triton/.glrast-installed
 # The kernel tests once more with the host build under AddressSanitizer + UBSan.
@@ -29,9 +29,9 @@ demo: $(VENV_STAMP)
 lint: $(VENV_STAMP)
 	$(PY) -m ruff check glrast tests examples benchmarks
 
-$(TRITON_STAMP): tests/triton/requirements.txt
+$(TRITON_STAMP): tests/beside_triton/requirements.txt
 	python3 -m venv .venv-triton
-	$(TRITON_PY) -m pip install -q -r tests/triton/requirements.txt
+	$(TRITON_PY) -m pip install -q -r tests/beside_triton/requirements.txt
 	touch $@
 
 test: lint $(VENV_STAMP)
@@ -43,7 +43,7 @@ test-sanitizers: $(VENV_STAMP)
 	$(SANITIZE) $(PY) -m pytest -q -p no:cacheprovider $(KERNEL_TESTS)
 
 test-triton: $(TRITON_STAMP)
-	PYTHONPATH=$(CURDIR) $(TRITON_PY) -m pytest -q -p no:cacheprovider tests/triton
+	PYTHONPATH=$(CURDIR) $(TRITON_PY) -m pytest -q -p no:cacheprovider tests/beside_triton
 
 bench: $(VENV_STAMP)
 	$(PY) benchmarks/bench_raster.py

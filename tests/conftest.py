@@ -9,8 +9,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# tests/triton needs triton, in its own environment: `make test-triton` runs it.
-collect_ignore = ["triton"]
+# tests/beside_triton needs triton, in its own environment: `make test-triton` runs it.
+collect_ignore = ["beside_triton"]
 
 import glrast as dr  # noqa: E402
 from glrast import kernels  # noqa: E402

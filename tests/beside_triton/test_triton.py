@@ -3,7 +3,7 @@ e.g. on the first optimizer step), in both import orders: a GL context, a render
 `import triton` and Adam steps through the renders, or triton first. Mesa's GL driver
 carries its own LLVM; without glrast loading triton's library first, `import triton`
 after a context died with SIGSEGV. Run by `make test-triton` in .venv-triton
-(tests/triton/requirements.txt); each order runs in its own interpreter, since the
+(tests/beside_triton/requirements.txt); each order runs in its own interpreter, since the
 failure is a crash."""
 
 import json
