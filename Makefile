@@ -1,6 +1,9 @@
 # `make demo` runs the main job, `make test` the test suite (what CI runs); both set up .venv first.
 PY := .venv/bin/python
 VENV_STAMP := .venv/.glrast-installed
+# A second, small environment with triton beside CPU torch, for tests/beside_triton (glrast from the checkout).
+TRITON_PY := .venv-triton/bin/python
+TRITON_STAMP := .venv-triton/.glrast-installed
 # The kernel tests once more with the host build under AddressSanitizer + UBSan.
 SANITIZE := GLRAST_CACHE_DIR=$(CURDIR)/.venv/sanitizer-cache \
 	GLRAST_HOST_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
@@ -9,7 +12,7 @@ SANITIZE := GLRAST_CACHE_DIR=$(CURDIR)/.venv/sanitizer-cache \
 KERNEL_TESTS := tests/test_raster.py tests/test_depth_peeler.py tests/test_interpolate.py tests/test_texture.py \
 	tests/test_texture_limits.py tests/test_antialias.py
 
-.PHONY: demo test test-sanitizers lint bench venv
+.PHONY: demo test test-sanitizers test-triton lint bench venv
 
 venv: $(VENV_STAMP)
 
@@ -27,12 +30,21 @@ demo: $(VENV_STAMP)
 lint: $(VENV_STAMP)
 	$(PY) -m ruff check glrast tests examples benchmarks
 
+$(TRITON_STAMP): tests/beside_triton/requirements.txt
+	python3 -m venv .venv-triton
+	$(TRITON_PY) -m pip install -q -r tests/beside_triton/requirements.txt
+	touch $@
+
 test: lint $(VENV_STAMP)
 	$(PY) -m pytest -q
 	$(MAKE) test-sanitizers
+	$(MAKE) test-triton
 
 test-sanitizers: $(VENV_STAMP)
 	$(SANITIZE) $(PY) -m pytest -q -p no:cacheprovider $(KERNEL_TESTS)
+
+test-triton: $(TRITON_STAMP)
+	PYTHONPATH=$(CURDIR) $(TRITON_PY) -m pytest -q -p no:cacheprovider tests/beside_triton
 
 bench: $(VENV_STAMP)
 	$(PY) benchmarks/bench_raster.py

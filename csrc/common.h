@@ -7,7 +7,8 @@
 //
 // which expands to two entry points with the same name and meaning:
 //   CUDA: extern "C" __global__ void my_op_fwd(MyOpParams p, i64 n)   (grid-stride loop)
-//   host: extern "C" void my_op_fwd(const MyOpParams* p, i64 n)      (OpenMP loop)
+//   host: extern "C" void my_op_fwd(const MyOpParams* p, i64 n, int threads)
+//         (chunks of the loop on a thread pool, see glrast_host below)
 // Nothing emulates threadIdx on the host; bodies must not rely on block-level
 // cooperation (no __shared__, no __syncthreads, no warp intrinsics).
 #pragma once
@@ -36,10 +37,15 @@ GLRAST_HD int thread_slot() { return 0; }
 
 #else  // host build
 #include <math.h>
-#include <omp.h>
+#include <pthread.h>
 #include <string.h>
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <mutex>
+#include <system_error>
+#include <thread>
 #define GLRAST_HD inline
 typedef long long i64;
 typedef unsigned long long u64;
@@ -60,21 +66,145 @@ GLRAST_HD u64 atomic_cas_u64(u64* addr, u64 expected, u64 desired) {
 GLRAST_HD int float_bits(float x) { int r; memcpy(&r, &x, 4); return r; }
 GLRAST_HD float bits_float(int x) { float r; memcpy(&r, &x, 4); return r; }
 GLRAST_HD bool is_finite_f32(float x) { return isfinite(x); }
-GLRAST_HD int thread_slot() { return omp_get_thread_num(); }
-// How many accumulation slots a launch may use (see Accumulator).
-extern "C" int glrast_num_threads() { return omp_get_max_threads(); }
+
+// Host launches run on a thread pool of this library's own rather than OpenMP's:
+// between launches its workers sleep in the kernel (C++20 atomic wait = futex) instead
+// of spinning, so they leave the cores to torch, llvmpipe and other processes; a launch
+// wakes only as many workers as it has chunks for (a launch of one chunk runs on the
+// caller alone) and never waits for a worker that has not started: the caller works
+// through the chunks itself and waits only for chunks a worker has taken. A forked
+// child, which has no copy of its parent's workers, starts a fresh pool on its first
+// launch. The caller passes the number of threads per launch.
+namespace glrast_host {
+
+typedef void (*RangeFn)(const void* params, i64 begin, i64 end);
+constexpr i64 CHUNK = 1024;  // elements handed out at a time (dynamic scheduling)
+constexpr int MAX_THREADS = 256;
+
+// The calling thread's slot in the launch it is working on: 0 for the caller,
+// k for the k-th worker it woke; stable for the whole launch (see Accumulator).
+__attribute__((tls_model("initial-exec"))) inline thread_local int slot = 0;
+
+// Waits until `a` no longer holds `old`: polls for up to SPIN_NS first (a launch often
+// follows the previous one within microseconds, and a worker that is still awake costs
+// no wake-up: a futex wake may even preempt the caller on its own core), then sleeps.
+constexpr i64 SPIN_NS = 50000;
+template <class T>
+inline void await_change(const std::atomic<T>& a, T old) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(SPIN_NS);
+    for (int i = 0;; ++i) {
+        if (a.load() != old) return;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#elif defined(__aarch64__)
+        asm volatile("yield");
+#endif
+        if ((i & 63) == 63 && std::chrono::steady_clock::now() > until) break;
+    }
+    a.wait(old);
+}
+
+struct alignas(64) Ticket {
+    std::atomic<u32> launch{0};  // the last launch that woke this worker
+};
+
+struct Pool {
+    std::mutex launching;  // one launch at a time per library
+    int started = 0;       // workers created so far
+    u32 last_launch = 0;   // launch ids count up from 1; 0 = none open
+    RangeFn fn = nullptr;  // the open launch
+    const void* params = nullptr;
+    i64 n = 0;
+    alignas(64) std::atomic<u32> open{0};    // id of the launch whose chunks may be taken
+    alignas(64) std::atomic<i64> next{0};    // its first element not handed out yet
+    alignas(64) std::atomic<int> inside{0};  // workers that may be taking chunks
+    Ticket tickets[MAX_THREADS - 1];
+};
+
+inline void run_chunks(Pool& pool, int my_slot) {
+    slot = my_slot;
+    for (i64 begin; (begin = pool.next.fetch_add(CHUNK, std::memory_order_relaxed)) < pool.n;)
+        pool.fn(pool.params, begin, std::min(begin + CHUNK, pool.n));
+}
+
+inline void work(Pool* pool, int k) {
+    pthread_setname_np(pthread_self(), "glrast-host");
+    for (u32 seen = 0;;) {
+        await_change(pool->tickets[k].launch, seen);
+        seen = pool->tickets[k].launch.load();
+        // Announce, then check the launch is still open (both seq_cst): either the caller
+        // sees this worker inside and waits for it, or the worker sees the launch closed.
+        pool->inside.fetch_add(1);
+        if (pool->open.load() == seen) run_chunks(*pool, k + 1);
+        if (pool->inside.fetch_sub(1) == 1) pool->inside.notify_one();
+    }
+}
+
+inline std::atomic<Pool*> live_pool{nullptr};
+
+// This process's pool. A forked child forgets its parent's (never freed: its mutex
+// may be held and its workers do not exist in the child) and creates its own.
+inline Pool* pool() {
+    Pool* current = live_pool.load(std::memory_order_acquire);
+    if (current) return current;
+    static const int at_fork = pthread_atfork(nullptr, nullptr, [] { live_pool.store(nullptr); });
+    (void)at_fork;
+    Pool* fresh = new Pool();
+    if (live_pool.compare_exchange_strong(current, fresh)) return fresh;
+    delete fresh;  // another thread created one first
+    return current;
+}
+
+// Runs fn over [0, n) in chunks on up to `threads` threads, the caller included.
+inline void parallel_for(RangeFn fn, const void* params, i64 n, int threads) {
+    const i64 chunks = (n + CHUNK - 1) / CHUNK;
+    int helpers = (int)std::min<i64>({(i64)threads - 1, chunks - 1, (i64)MAX_THREADS - 1});
+    Pool* p = helpers > 0 ? pool() : nullptr;
+    std::unique_lock<std::mutex> lock;
+    if (p) lock = std::unique_lock<std::mutex>(p->launching, std::try_to_lock);
+    if (!lock.owns_lock()) {  // one chunk, one thread, or another thread's launch holds the pool
+        slot = 0;
+        fn(params, 0, n);
+        return;
+    }
+    try {
+        for (; p->started < helpers; ++p->started) std::thread(work, p, p->started).detach();
+    } catch (const std::system_error&) {  // no more threads: run with those there are
+        helpers = p->started;
+    }
+    const u32 id = p->last_launch = p->last_launch == UINT32_MAX ? 1 : p->last_launch + 1;
+    p->fn = fn;
+    p->params = params;
+    p->n = n;
+    p->next.store(0);
+    p->open.store(id);
+    for (int k = 0; k < helpers; ++k) {
+        p->tickets[k].launch.store(id);
+        p->tickets[k].launch.notify_one();
+    }
+    run_chunks(*p, 0);
+    p->open.store(0);  // every chunk is taken; wait for those still running on workers
+    for (int left; (left = p->inside.load()) != 0;) await_change(p->inside, left);
+    slot = 0;
+}
+
+}  // namespace glrast_host
+
+GLRAST_HD int thread_slot() { return glrast_host::slot; }
 
 #define GLRAST_ENTRY(NAME, PARAMS)                                                          \
-    extern "C" void NAME(const PARAMS* pp, i64 n) {                                         \
-        const PARAMS p = *pp;                                                               \
-        _Pragma("omp parallel for schedule(dynamic, 1024)")                                 \
-        for (i64 i = 0; i < n; ++i) NAME##_body(p, i);                                      \
+    static void NAME##_range(const void* pp, i64 begin, i64 end) {                          \
+        const PARAMS p = *(const PARAMS*)pp;                                                \
+        for (i64 i = begin; i < end; ++i) NAME##_body(p, i);                                \
+    }                                                                                       \
+    extern "C" void NAME(const PARAMS* pp, i64 n, int threads) {                            \
+        glrast_host::parallel_for(NAME##_range, pp, n, threads);                            \
     }
 #endif
 
 // A gradient buffer for scatter-adds from many threads. With one slot it is
 // the buffer itself, updated with atomics (always on CUDA). With one slot per
-// host thread (count = glrast_num_threads(), slot k at data + k * size), each
+// host thread of the launch (count = its thread count, slot k at data + k * size), each
 // thread adds into its own copy without atomics and the caller sums the slots:
 // on a CPU an uncontended atomic float add costs a compare-and-swap loop,
 // which dominated the vertex-gradient scatters.

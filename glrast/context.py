@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import moderngl
 import torch
 
+from . import egl
 from .pipeline import RasterPipeline
 
 _MODES = ("automatic", "manual")
@@ -59,17 +61,26 @@ def _egl_device(device: torch.device) -> int | None:
     None for the CPU (glcontext's default device, Mesa's software renderer)."""
     if device.type != "cuda":
         return None
-    from .egl import egl_device_for_cuda
+    return egl.egl_device_for_cuda(device.index)
 
-    return egl_device_for_cuda(device.index)
+
+_SPAWN_HINT = (
+    "Start the processes that render with the 'spawn' start method "
+    "(multiprocessing.set_start_method('spawn'), or DataLoader(..., multiprocessing_context='spawn'))."
+)
 
 
 def _create_egl_context(device_index: int | None) -> moderngl.Context:
+    """A headless context on EGL device `device_index` (None: glcontext's default)."""
     kwargs: dict[str, Any] = {"standalone": True, "backend": "egl", "require": 430}
     if device_index is not None:
         kwargs["device_index"] = device_index
+    index = int(os.environ.get(egl.DEVICE_INDEX_ENV) or device_index or 0)  # the device glcontext opens
+    egl.load_own_llvm_libraries()  # before Mesa's GL driver, see egl.py
+    if egl.inherited_display(index):
+        return _fork_safe_context(index, cuda=device_index is not None)
     try:
-        return moderngl.create_context(**kwargs)
+        gl = moderngl.create_context(**kwargs)
     except Exception as e:  # glcontext raises bare Exceptions with the EGL call that failed
         raise RuntimeError(
             f"RasterizeGLContext: could not create a headless OpenGL 4.3+ context through EGL ({e}). "
@@ -78,6 +89,25 @@ def _create_egl_context(device_index: int | None) -> moderngl.Context:
             "on NVIDIA machines the driver's libEGL_nvidia.so and its glvnd vendor file "
             "(10_nvidia.json) must be installed. Run `glrast doctor` for details."
         ) from e
+    egl.opened(index)
+    return gl
+
+
+def _fork_safe_context(index: int, cuda: bool) -> moderngl.Context:
+    """In a forked child whose parent had opened EGL device `index` (its display cannot
+    render here, see egl.py): a context on Mesa's fork-safe software display."""
+    if cuda:
+        raise RuntimeError(
+            f"RasterizeGLContext: this process was forked from one that had already opened EGL device {index}, "
+            f"whose driver state does not survive fork(); a CUDA device's GL cannot be reopened here. {_SPAWN_HINT}"
+        )
+    try:
+        return moderngl.create_context(require=430, standalone=True, context=egl.ForkSafeContext())
+    except egl.EglUnavailableError as e:
+        raise RuntimeError(
+            f"RasterizeGLContext: this process was forked after its parent opened EGL device {index}, whose "
+            f"driver threads do not exist here, and no fork-safe context can be made ({e}). {_SPAWN_HINT}"
+        ) from None
 
 
 class RasterizeGLContext:
@@ -111,6 +141,7 @@ class RasterizeGLContext:
         self.mode = mode
         self.device = resolve_device(device)
         self._thread = threading.get_ident()
+        self._pid = os.getpid()
         self._owns_gl = gl_context is None
         self.egl_device = _egl_device(self.device) if gl_context is None else None
         self.gl = gl_context if gl_context is not None else _create_egl_context(self.egl_device)
@@ -140,6 +171,12 @@ class RasterizeGLContext:
 
     # -- making current ------------------------------------------------------
     def _check_thread(self) -> None:
+        if os.getpid() != self._pid:
+            raise RuntimeError(
+                f"RasterizeGLContext: this context belongs to process {self._pid}; this process ({os.getpid()}) "
+                "inherited it through fork(), and an OpenGL context cannot be used across fork(). Create a new "
+                "RasterizeGLContext in this process (a forked child can create its own)."
+            )
         if threading.get_ident() != self._thread:
             raise RuntimeError(
                 "RasterizeGLContext: this context was created on another thread; an OpenGL context "
@@ -178,8 +215,12 @@ class RasterizeGLContext:
 
     # -- lifetime ------------------------------------------------------------
     def release(self) -> None:
-        """Free every GL object (idempotent). Must run on the creating thread."""
+        """Free every GL object (idempotent). Must run on the creating thread. In a forked
+        child, a context inherited from the parent is only forgotten (no GL call)."""
         if self.gl is None:
+            return
+        if os.getpid() != self._pid:
+            self._pipeline = self.active_peeler = self.gl = None
             return
         self._check_thread()
         if self._pipeline is not None:
@@ -189,6 +230,13 @@ class RasterizeGLContext:
         if self._owns_gl:
             self.gl.release()
         self.gl = None
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "RasterizeGLContext cannot be pickled: an OpenGL context belongs to the process (and thread) that "
+            "created it. Create one RasterizeGLContext per process, in the process that renders (e.g. in the "
+            "worker function, or lazily in a Dataset's __getitem__)."
+        )
 
     def __enter__(self) -> RasterizeGLContext:
         return self

@@ -44,9 +44,13 @@ NVIDIA_VENDOR_JSON = '{"file_format_version": "1.0.0", "ICD": {"library_path": "
 _COMPILER_CHECK = textwrap.dedent(
     """
     #include <atomic>
+    #include <thread>
     extern "C" float glrast_doctor_check(float* x, long long n) {
-        #pragma omp parallel for
-        for (long long i = 0; i < n; ++i) std::atomic_ref<float>(x[0]).fetch_add(1.0f);
+        std::atomic<int> done{0};
+        std::thread t([&] { for (long long i = 0; i < n; ++i) std::atomic_ref<float>(x[0]).fetch_add(1.0f);
+                            done.store(1); done.notify_one(); });
+        done.wait(0);
+        t.join();
         return x[0];
     }
     """
@@ -153,7 +157,10 @@ def _gl_context_facts(device_index: int) -> dict[str, Any]:
     """Open a headless context on one EGL device and read its strings."""
     import moderngl
 
+    from . import egl
+
     facts: dict[str, Any] = {"device_index": device_index}
+    egl.load_own_llvm_libraries()  # before Mesa's GL driver, see egl.py
     try:
         ctx = moderngl.create_context(standalone=True, backend="egl", device_index=device_index)
     except Exception as e:
@@ -250,7 +257,7 @@ def _cuda_facts(torch_facts: dict[str, Any]) -> dict[str, Any]:
 
 
 def _compiler_facts() -> dict[str, Any]:
-    """The host compiler, and whether it builds a C++20 + OpenMP library like the kernels."""
+    """The host compiler, and whether it builds a C++20 library with threads like the kernels."""
     import subprocess
 
     from . import kernels
@@ -501,22 +508,23 @@ def _host_problems(r: dict[str, Any]) -> list[dict[str, str]]:
             _problem(
                 severity,
                 "no C++ compiler: kernels for CPU tensors cannot be built",
-                "install g++ 10 or newer (`apt-get install g++`) or set $CXX",
+                "install g++ 11 or newer (`apt-get install g++`) or set $CXX",
             )
         )
     elif not comp["works"]:
         found.append(
             _problem(
                 severity,
-                f"{comp['path']} cannot build a C++20 + OpenMP library like glrast's kernels:\n{comp['error']}",
-                "glrast needs std::atomic_ref and OpenMP: g++ 10+ (OpenMP built in), or clang++ 15+ with libomp-dev",
+                f"{comp['path']} cannot build a C++20 library with threads like glrast's kernels:\n{comp['error']}",
+                "glrast needs std::atomic_ref and std::atomic::wait (C++20): g++ 11+, or clang++ 15+",
             )
         )
     if not cache["writable"]:
         found.append(
             _problem(
-                "error",
-                f"the kernel cache {cache['dir']} is not writable",
+                "warning",
+                f"the kernel cache {cache['dir']} is not writable: every process builds its kernels anew, "
+                "into a temporary cache of its own",
                 "set GLRAST_CACHE_DIR to a writable directory",
             )
         )
@@ -602,7 +610,7 @@ def format_report(report: dict[str, Any]) -> str:
             add(f"  cuda:{tgt['cuda']} kernels: {tgt['target']} for sm_{tgt['arch']}")
     comp = r["compiler"]
     if comp["path"]:
-        state = "C++20 + OpenMP test build ok" if comp["works"] else "test build FAILED"
+        state = "C++20 test build ok" if comp["works"] else "test build FAILED"
         add(f"host compiler: {comp['path']} ({comp['version']}): {state}")
     else:
         add("host compiler: none found")

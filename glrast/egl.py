@@ -20,13 +20,24 @@ via sysfs, against `cuDeviceGetPCIBusId`): the PCI id is the physical identity a
 wins, and a disagreement between the two is logged.
 
 Nothing falls back to device 0: no match raises with the list of devices found.
+
+Forked children. An EGL display lives in its process: Mesa initialises one per
+(platform, device) and keeps it, and llvmpipe's rasterizer threads belong to that
+display. A child made by fork() inherits the initialised display but not its threads,
+so rendering on it waits for them forever. `inherited_display` tells whether a
+display was initialised before this process was forked; `ForkSafeContext` is then a
+context on Mesa's other headless platform (surfaceless), initialised in the child
+without rasterizer threads (LP_NUM_THREADS=0), which its own forked children can
+share safely.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import importlib.util
 import os
+import threading
 from ctypes.util import find_library
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +51,14 @@ EGL_DRM_DEVICE_FILE_EXT = 0x3233
 EGL_DRM_RENDER_NODE_FILE_EXT = 0x3377
 EGL_CUDA_DEVICE_NV = 0x323A
 EGL_SUCCESS = 0x3000
+EGL_NONE = 0x3038
+EGL_OPENGL_API = 0x30A2
+EGL_CONTEXT_MAJOR_VERSION = 0x3098
+EGL_CONTEXT_MINOR_VERSION = 0x30FB
+EGL_CONTEXT_OPENGL_PROFILE_MASK = 0x30FD
+EGL_CONTEXT_OPENGL_CORE_PROFILE_BIT = 0x1
+EGL_PLATFORM_DEVICE_EXT = 0x313F
+EGL_PLATFORM_SURFACELESS_MESA = 0x31DD
 SOFTWARE_EXTENSION = "EGL_MESA_device_software"
 # glcontext reads these environment variables and lets them override its arguments.
 LIBEGL_ENV = "GLCONTEXT_LINUX_LIBEGL"
@@ -114,9 +133,22 @@ class _Egl:
             )
         return ctypes.CFUNCTYPE(restype, *argtypes)(address)
 
+    @functools.cached_property
+    def context_calls(self) -> _ContextCalls:
+        """The entry points that create contexts (bound on first use: enumeration needs none)."""
+        return _ContextCalls(self)
+
+    def error(self) -> str:
+        return f"EGL error 0x{self.lib.eglGetError():x}"
+
     def string(self, device: int | None, name: int) -> str | None:
         value = self.lib.eglQueryString(device, name) if device is None else self.query_device_string(device, name)
         self.lib.eglGetError()  # a NULL answer leaves an error flag; clear it
+        return None if value is None else value.decode(errors="replace")
+
+    def display_string(self, display: int, name: int) -> str | None:
+        value = self.lib.eglQueryString(display, name)
+        self.lib.eglGetError()
         return None if value is None else value.decode(errors="replace")
 
     def attrib(self, device: int, name: int) -> int | None:
@@ -124,6 +156,26 @@ class _Egl:
         ok = self.query_device_attrib(device, name, ctypes.byref(value))
         self.lib.eglGetError()
         return int(value.value) if ok else None
+
+
+class _ContextCalls:
+    """eglGetPlatformDisplayEXT and the core calls that initialise displays and make contexts."""
+
+    def __init__(self, egl: _Egl):
+        vp = ctypes.c_void_p
+
+        def bind(name: str, restype, *argtypes):
+            function = getattr(egl.lib, name)
+            function.restype, function.argtypes = restype, list(argtypes)
+            return function
+
+        self.get_platform_display = egl._proc("eglGetPlatformDisplayEXT", vp, ctypes.c_uint32, vp, vp)
+        self.initialize = bind("eglInitialize", ctypes.c_uint32, vp, vp, vp)
+        self.bind_api = bind("eglBindAPI", ctypes.c_uint32, ctypes.c_uint32)
+        self.create_context = bind("eglCreateContext", vp, vp, vp, vp, ctypes.POINTER(ctypes.c_int32))
+        self.destroy_context = bind("eglDestroyContext", ctypes.c_uint32, vp, vp)
+        self.make_current = bind("eglMakeCurrent", ctypes.c_uint32, vp, vp, vp, vp)
+        self.get_current_context = bind("eglGetCurrentContext", vp)
 
 
 @functools.cache
@@ -162,18 +214,22 @@ def normalize_pci(bus_id: str | None) -> tuple[int, int, int] | None:
         return None
 
 
-def query_devices() -> list[EglDevice]:
-    """Every EGL device, in eglQueryDevicesEXT's order (glcontext's device_index)."""
+def _device_handles() -> list[int]:
     egl = _egl()
     count = ctypes.c_int32()
     if not egl.query_devices(0, None, ctypes.byref(count)):
-        raise EglUnavailableError(f"eglQueryDevicesEXT failed (EGL error 0x{egl.lib.eglGetError():x})")
+        raise EglUnavailableError(f"eglQueryDevicesEXT failed ({egl.error()})")
     handles = (_EGLDevice * max(count.value, 1))()
     if not egl.query_devices(count.value, handles, ctypes.byref(count)):
-        raise EglUnavailableError(f"eglQueryDevicesEXT failed (EGL error 0x{egl.lib.eglGetError():x})")
+        raise EglUnavailableError(f"eglQueryDevicesEXT failed ({egl.error()})")
+    return [handles[index] for index in range(count.value)]
+
+
+def query_devices() -> list[EglDevice]:
+    """Every EGL device, in eglQueryDevicesEXT's order (glcontext's device_index)."""
+    egl = _egl()
     devices = []
-    for index in range(count.value):
-        handle = handles[index]
+    for index, handle in enumerate(_device_handles()):
         extensions = tuple((egl.string(handle, EGL_EXTENSIONS) or "").split())
         drm_file = None
         if "EGL_EXT_device_drm" in extensions:
@@ -260,3 +316,154 @@ def egl_device_for_cuda(cuda_index: int) -> int:
     except EglUnavailableError as e:
         raise RuntimeError(f"cannot enumerate EGL devices to find CUDA device {cuda_index}: {e}") from None
     return select_device(devices, cuda_index, cuda_driver.pci_bus_id(cuda_index), os.environ.get(DEVICE_INDEX_ENV))
+
+
+# ---------------------------------------------------------------------------
+# Libraries with an LLVM of their own
+
+# Python packages whose extension links its own LLVM and exports its symbols. Mesa loads
+# its GL driver with RTLD_GLOBAL, and with it the driver's libLLVM (another version): a
+# library loaded after that binds its LLVM calls to Mesa's and crashes in its static
+# constructors (triton: SIGSEGV in `import triton`, which torch's CUDA builds do from
+# torch._dynamo, e.g. on the first optimizer step). Loaded before, with RTLD_LOCAL, it
+# binds to its own LLVM, and the later import finds it loaded.
+OWN_LLVM_LIBRARIES = {"triton": ("_C", "libtriton.so")}
+
+
+@functools.cache
+def load_own_llvm_libraries() -> list[str]:
+    """Load the installed OWN_LLVM_LIBRARIES (without importing their packages); call
+    before the first GL context of the process. Returns the paths loaded."""
+    loaded = []
+    for package, parts in OWN_LLVM_LIBRARIES.items():
+        try:
+            spec = importlib.util.find_spec(package)
+        except (ImportError, ValueError):
+            continue
+        for root in (spec.submodule_search_locations or []) if spec else []:
+            path = Path(root, *parts)
+            if path.is_file():
+                try:
+                    ctypes.CDLL(str(path), mode=os.RTLD_LOCAL)
+                    loaded.append(str(path))
+                except OSError as e:  # its own import will say what is wrong
+                    logger.info("could not preload %s: %s", path, e)
+                break
+    return loaded
+
+
+# ---------------------------------------------------------------------------
+# Forked children (see the module docstring)
+
+_fork_lock = threading.Lock()
+_forked = False  # this process was forked from one that had imported glrast
+_opened_here: set[int] = set()  # device indices this process initialised (forgotten by a forked child)
+_threadless: set[int] = set()  # displays initialised without rasterizer threads (safe in forked children)
+
+
+def _after_fork_in_child() -> None:
+    global _forked
+    _forked = True
+    _opened_here.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def opened(device_index: int) -> None:
+    """Record that this process initialised the display of EGL device `device_index`."""
+    _opened_here.add(device_index)
+
+
+def _initialized(display: int) -> bool:
+    """eglQueryString answers only for an initialised display."""
+    return _egl().display_string(display, EGL_VERSION) is not None
+
+
+def inherited_display(device_index: int) -> bool:
+    """True when the display of EGL device `device_index` was initialised before this
+    process was forked (by glrast or anyone else) and not by this process since: its
+    driver's threads are the parent's and do not exist here."""
+    if not _forked or device_index in _opened_here:
+        return False
+    try:
+        handles = _device_handles()
+    except EglUnavailableError:
+        return False  # glcontext reports the missing EGL
+    if not 0 <= device_index < len(handles):
+        return False  # and the bad index
+    display = _egl().context_calls.get_platform_display(EGL_PLATFORM_DEVICE_EXT, handles[device_index], None)
+    return bool(display) and _initialized(display)
+
+
+def _fork_safe_display() -> int:
+    """Mesa's surfaceless display, initialised here without rasterizer threads (and with
+    Mesa's software renderer) when no ancestor did so; an ancestor's such display is
+    reused: it has no threads to lose."""
+    egl = _egl()
+    display = egl.context_calls.get_platform_display(EGL_PLATFORM_SURFACELESS_MESA, None, None)
+    if not display:
+        raise EglUnavailableError(f"Mesa's surfaceless EGL platform is not available ({egl.error()})")
+    with _fork_lock:
+        if display in _threadless:
+            return display
+        if _initialized(display):
+            raise EglUnavailableError("Mesa's surfaceless EGL display was initialised before this process was forked")
+        # Mesa reads both when it creates the display's driver screen, in eglInitialize.
+        saved = {name: os.environ.get(name) for name in ("LP_NUM_THREADS", "LIBGL_ALWAYS_SOFTWARE")}
+        os.environ.update(LP_NUM_THREADS="0", LIBGL_ALWAYS_SOFTWARE="1")
+        try:
+            ok = egl.context_calls.initialize(display, None, None)
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+        if not ok:
+            raise EglUnavailableError(f"eglInitialize of Mesa's surfaceless display failed ({egl.error()})")
+        _threadless.add(display)
+        return display
+
+
+class ForkSafeContext:
+    """An OpenGL 4.3 core context on `_fork_safe_display()`, in the form ModernGL takes
+    for an external context (`moderngl.create_context(context=...)`): it loads GL entry
+    points and makes itself current. No surface: glrast renders into framebuffers."""
+
+    def __init__(self) -> None:
+        egl = _egl()
+        self.display = _fork_safe_display()
+        if not egl.context_calls.bind_api(EGL_OPENGL_API):
+            raise EglUnavailableError(f"eglBindAPI(EGL_OPENGL_API) failed ({egl.error()})")
+        attribs = (ctypes.c_int32 * 7)(
+            EGL_CONTEXT_MAJOR_VERSION,
+            4,
+            EGL_CONTEXT_MINOR_VERSION,
+            3,
+            EGL_CONTEXT_OPENGL_PROFILE_MASK,
+            EGL_CONTEXT_OPENGL_CORE_PROFILE_BIT,
+            EGL_NONE,
+        )
+        # No config (EGL_KHR_no_config_context): nothing is ever drawn to a surface.
+        self.context = egl.context_calls.create_context(self.display, None, None, attribs)
+        if not self.context:
+            raise EglUnavailableError(f"eglCreateContext on Mesa's surfaceless display failed ({egl.error()})")
+        self.__enter__()
+
+    def load_opengl_function(self, name: str) -> int:
+        return _egl().lib.eglGetProcAddress(name.encode()) or 0
+
+    def __enter__(self) -> None:
+        _egl().context_calls.make_current(self.display, None, None, self.context)
+
+    def __exit__(self, *exc: object) -> None:
+        _egl().context_calls.make_current(self.display, None, None, None)
+
+    def release(self) -> None:
+        egl = _egl()
+        if self.context:
+            if egl.context_calls.get_current_context() == self.context:
+                self.__exit__()
+            egl.context_calls.destroy_context(self.display, self.context)
+            self.context = None

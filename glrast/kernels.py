@@ -14,14 +14,22 @@ CUDA), whose memory is capped by ``$GLRAST_ACCUMULATOR_MB``.
 Compiled artifacts are cached on disk in ``$GLRAST_CACHE_DIR`` (default
 ``~/.cache/glrast``) under a key that hashes the source, every header it
 includes, the flags, the compiler's version, glrast's version and the target
-architecture. Writes go to a private temporary directory first and are moved
-into place with ``os.replace``, so concurrent processes never block on a lock
-and an interrupted build leaves nothing half-written behind.
+architecture. Builds run in a private folder (``.build-*``) and are moved into
+place with ``os.replace``, so concurrent processes never block on a lock and an
+interrupted build leaves nothing half-written in place. The file's name also
+carries a hash of its bytes: an artifact is loaded only after its bytes match
+it, so a truncated, emptied or replaced file is rebuilt instead of crashing the
+loader. A build folder holds a lock for its lifetime; one whose process has died
+is removed by the next build. A cache directory that cannot be written falls
+back, with one warning, to a private temporary one for the process.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import ctypes
+import fcntl
 import functools
 import hashlib
 import math
@@ -31,12 +39,14 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
 
 from . import ids
+from ._log import logger
 from ._resources import resource_dir
 from ._version import __version__
 from .cuda_driver import check_cuda, cuda_context
@@ -44,11 +54,14 @@ from .params import Accumulator, Params, check_constants, check_layout, expect_c
 
 # Both compilers read the kernels as the same C++ dialect.
 CXX_STANDARD = "-std=c++20"
-HOST_FLAGS = (CXX_STANDARD, "-O3", "-fopenmp", "-shared", "-fPIC", "-x", "c++")
+HOST_FLAGS = (CXX_STANDARD, "-O3", "-pthread", "-shared", "-fPIC", "-x", "c++")
 NVRTC_FLAGS = (CXX_STANDARD, "-default-device")
 ACCUMULATOR_MB_ENV = "GLRAST_ACCUMULATOR_MB"
 DEFAULT_ACCUMULATOR_MB = 256
 CUDA_BLOCK = 256
+CACHE_ENV = "GLRAST_CACHE_DIR"
+BUILD_PREFIX = ".build-"
+STALE_BUILD_S = 60  # a build folder this old whose lock is free belongs to a dead process
 
 _INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.MULTILINE)
 _lock = threading.Lock()
@@ -67,7 +80,8 @@ def csrc_dir() -> Path:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("GLRAST_CACHE_DIR") or Path.home() / ".cache" / "glrast"
+    """The configured cache: $GLRAST_CACHE_DIR, default ~/.cache/glrast."""
+    root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "glrast"
     return Path(root)
 
 
@@ -102,10 +116,111 @@ def _digest(name: str, *parts: str) -> str:
     return h.hexdigest()[:24]
 
 
-def _publish(tmp_dir: str, built: Path, final: Path) -> None:
+# ---------------------------------------------------------------------------
+# The disk cache
+
+_private_caches: dict[str, Path] = {}  # configured cache dir -> this process's replacement
+
+
+def _content_hash(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _cache_roots() -> list[Path]:
+    """Where artifacts are looked up: the configured cache, then this process's private one."""
+    root = cache_dir()
+    private = _private_caches.get(str(root))
+    return [root] if private is None else [root, private]
+
+
+def _cached(subdir: str, stem: str, suffix: str) -> tuple[Path, bytes] | None:
+    """A verified artifact `<stem>-<hash of its bytes><suffix>` and its bytes, or None.
+    Files whose bytes do not match their name (truncated, emptied, overwritten) are
+    removed where the cache is writable, and never loaded."""
+    for root in _cache_roots():
+        for path in sorted((root / subdir).glob(f"{stem}-*{suffix}")):
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue  # removed meanwhile, or unreadable
+            if path.name == f"{stem}-{_content_hash(data)}{suffix}":
+                return path, data
+            logger.warning("glrast: kernel cache file %s is corrupt (its bytes do not match its name); rebuilding",
+                           path)
+            with contextlib.suppress(OSError):
+                path.unlink()
+    return None
+
+
+def _private_cache(root: Path, error: OSError) -> Path:
+    """This process's temporary cache in place of `root` (created once, with a warning)."""
+    private = _private_caches.get(str(root))
+    if private is None:
+        private = Path(tempfile.mkdtemp(prefix="glrast-cache-"))
+        atexit.register(_remove_private_cache, private, os.getpid())
+        logger.warning(
+            "glrast: the kernel cache %s (%s) is not a writable directory (%s); this process builds into %s "
+            "instead (set %s to a writable directory to keep the kernels between runs)",
+            root, CACHE_ENV, error.strerror or error, private, CACHE_ENV,
+        )  # fmt: skip
+        _private_caches[str(root)] = private
+    return private
+
+
+def _remove_private_cache(path: Path, owner: int) -> None:
+    if os.getpid() == owner:  # not from a forked child, whose parent still uses it
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_stale_builds(root: Path) -> None:
+    """Build folders left by processes that died mid-build (SIGKILL, power loss). A live
+    build holds an exclusive lock on its folder, which the kernel drops when the process
+    ends; a folder is removed only when older than STALE_BUILD_S and its lock is free."""
+    now = time.time()
+    for folder in root.glob(f"{BUILD_PREFIX}*"):
+        try:
+            if now - folder.stat().st_mtime < STALE_BUILD_S:
+                continue
+            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass  # locked: a live build
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def _build_folder(name: str) -> Iterator[tuple[Path, Path]]:
+    """(cache root, a private build folder in it), the folder locked while the build runs
+    and removed after. Falls back to this process's private cache when the configured one
+    cannot be written."""
+    root = cache_dir()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=f"{BUILD_PREFIX}{name}-", dir=root))
+    except OSError as e:
+        root = _private_cache(root, e)
+        folder = Path(tempfile.mkdtemp(prefix=f"{BUILD_PREFIX}{name}-", dir=root))
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _remove_stale_builds(root)
+        yield root, folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.close(fd)
+
+
+def _publish(built: Path, root: Path, subdir: str, stem: str, suffix: str) -> Path:
+    """Move a finished build into the cache as `<stem>-<hash of its bytes><suffix>`."""
+    final = root / subdir / f"{stem}-{_content_hash(built.read_bytes())}{suffix}"
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(built, final)
-    shutil.rmtree(tmp_dir, ignore_errors=True)
+    return final
 
 
 # ---------------------------------------------------------------------------
@@ -123,7 +238,7 @@ def host_compiler() -> tuple[str, str]:
         looked = f"$CXX={wanted!r}" if wanted else "c++, g++, clang++ on PATH"
         raise KernelBuildError(
             f"no C++ compiler found (looked for {looked}); CPU tensors need one to build glrast's kernels: "
-            "install g++ 10 or newer (Debian/Ubuntu: apt-get install g++) or point $CXX at a C++20 compiler"
+            "install g++ 11 or newer (Debian/Ubuntu: apt-get install g++) or point $CXX at a C++20 compiler"
         )
     out = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
     return path, (out.stdout.splitlines() or ["unknown"])[0]
@@ -137,20 +252,17 @@ def build_host(name: str) -> Path:
     """Compile csrc/<name>.cu with the host compiler; returns the cached .so path."""
     compiler, version = host_compiler()
     flags = HOST_FLAGS + _extra_host_flags()
-    key = _digest(name, "host", version, *flags)
-    final = cache_dir() / "host" / f"{name}-{key}.so"
-    if final.is_file():
-        return final
-    cache_dir().mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".build-{name}-", dir=cache_dir())
-    out = Path(tmp) / f"{name}.so"
-    cmd = [compiler, *flags, str(csrc_dir() / f"{name}.cu"), "-I", str(csrc_dir()), "-o", str(out)]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if res.returncode != 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise KernelBuildError(f"host build of csrc/{name}.cu failed:\n$ {' '.join(cmd)}\n{res.stderr}")
-    _publish(tmp, out, final)
-    return final
+    stem = f"{name}-{_digest(name, 'host', version, *flags)}"
+    hit = _cached("host", stem, ".so")
+    if hit is not None:
+        return hit[0]
+    with _build_folder(name) as (root, folder):
+        out = folder / f"{name}.so"
+        cmd = [compiler, *flags, str(csrc_dir() / f"{name}.cu"), "-I", str(csrc_dir()), "-o", str(out)]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            raise KernelBuildError(f"host build of csrc/{name}.cu failed:\n$ {' '.join(cmd)}\n{res.stderr}")
+        return _publish(out, root, "host", stem, ".so")
 
 
 class _Module:
@@ -174,11 +286,16 @@ class _Module:
 
 
 class HostModule(_Module):
-    """A host-compiled kernel library; kernels run synchronously under OpenMP."""
+    """A host-compiled kernel library; kernels run synchronously on its thread pool
+    (csrc/common.h, glrast_host) with as many threads as torch uses (torch.get_num_threads())."""
 
     def __init__(self, name: str):
         self.name = name
-        self._lib = ctypes.CDLL(str(build_host(name)))
+        path = build_host(name)
+        try:
+            self._lib = ctypes.CDLL(str(path))
+        except OSError as e:  # verified bytes that still do not load (e.g. a missing runtime library)
+            raise KernelBuildError(f"cannot load the host build of csrc/{name}.cu ({path}): {e}") from None
         super().__init__()
 
     def read_global(self, symbol: str, size: int | None) -> bytes | None:
@@ -188,16 +305,23 @@ class HostModule(_Module):
             return None
         return ctypes.string_at(address) if size is None else ctypes.string_at(address, size)
 
+    @staticmethod
+    def threads() -> int:
+        """Threads per launch: torch's intra-op thread count, so that glrast's kernels and
+        torch's ops never run more threads than torch was told to (torch.set_num_threads,
+        OMP_NUM_THREADS; 1 in DataLoader workers)."""
+        return max(1, torch.get_num_threads())
+
     def accumulation_slots(self, floats: int) -> int:
-        """Slots for an Accumulator of `floats` values: one per OpenMP thread while
+        """Slots for an Accumulator of `floats` values: one per launch thread while
         their total stays within the accumulator cap, else 1 (shared, atomic)."""
-        threads = self._lib.glrast_num_threads()
+        threads = self.threads()
         return threads if threads * floats * 4 <= accumulator_cap_bytes() else 1
 
     def _function(self, kernel: str):
         fn = getattr(self._lib, kernel)
         fn.restype = None
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_longlong]
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int]
         self._functions[kernel] = fn
         return fn
 
@@ -207,7 +331,7 @@ class HostModule(_Module):
         if type(params) not in self._checked:
             self._check(type(params))
         fn = self._functions.get(kernel) or self._function(kernel)
-        fn(ctypes.addressof(params), n)
+        fn(ctypes.addressof(params), n, self.threads())
 
 
 # ---------------------------------------------------------------------------
@@ -262,10 +386,10 @@ def build_nvrtc(name: str, arch: int, target: str = "cubin") -> bytes:
     version = nvrtc_version()
     arch_flag = f"--gpu-architecture={'sm' if target == 'cubin' else 'compute'}_{arch}"
     flags = (*NVRTC_FLAGS, arch_flag, f"-I{csrc_dir()}")
-    key = _digest(name, "nvrtc", version, target, *flags[:-1])
-    final = cache_dir() / "nvrtc" / f"{name}-sm{arch}-{key}.{target}"
-    if final.is_file():
-        return final.read_bytes()
+    stem = f"{name}-sm{arch}-{_digest(name, 'nvrtc', version, target, *flags[:-1])}"
+    hit = _cached("nvrtc", stem, f".{target}")
+    if hit is not None:
+        return hit[1]
     source = (csrc_dir() / f"{name}.cu").read_bytes()
     prog = check_cuda(nvrtc.nvrtcCreateProgram(source, f"{name}.cu".encode(), 0, [], []), "nvrtcCreateProgram")
     try:
@@ -288,11 +412,10 @@ def build_nvrtc(name: str, arch: int, target: str = "cubin") -> bytes:
         check_cuda(get(prog, image), "nvrtc get image")
     finally:
         nvrtc.nvrtcDestroyProgram(prog)
-    cache_dir().mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".build-{name}-", dir=cache_dir())
-    out = Path(tmp) / final.name
-    out.write_bytes(image)
-    _publish(tmp, out, final)
+    with _build_folder(name) as (root, folder):
+        out = folder / f"{name}.{target}"
+        out.write_bytes(image)
+        _publish(out, root, "nvrtc", stem, f".{target}")
     return image
 
 

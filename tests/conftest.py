@@ -11,7 +11,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+# tests/beside_triton needs triton, in its own environment: `make test-triton` runs it.
+collect_ignore = ["beside_triton"]
+
 import glrast as dr  # noqa: E402
+from glrast import kernels  # noqa: E402
 
 GPU = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 DEVICES = ["cpu", pytest.param("cuda", marks=GPU)]
@@ -49,6 +53,17 @@ def glctx(device) -> dr.RasterizeGLContext:
 def cpu_glctx() -> dr.RasterizeGLContext:
     """For checks that do not depend on the device (argument validation)."""
     return shared_context(torch.device("cpu"))
+
+
+@pytest.fixture
+def tiny_tree(tmp_path, monkeypatch):
+    """csrc/ with one small kernel (tests/tiny_kernel.py) and an empty private cache; returns (csrc, cache)."""
+    from tiny_kernel import write_tree
+
+    csrc, cache = write_tree(tmp_path)
+    monkeypatch.setattr(kernels, "csrc_dir", lambda: csrc)
+    monkeypatch.setenv("GLRAST_CACHE_DIR", str(cache))
+    return csrc, cache
 
 
 def pytest_sessionfinish(session, exitstatus):

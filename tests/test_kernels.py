@@ -6,7 +6,6 @@ and benchmarks/gpu_smoke.py, which compares the two builds op by op."""
 import ctypes
 import os
 import re
-import shutil
 import struct
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import gpu_test
+from tiny_kernel import TINY_HEADER, TinyParams, fill, leftovers
 
 from glrast import ids, kernels, params
 from glrast.params import KernelContractError, Params
@@ -86,39 +86,7 @@ def test_build_nvrtc_rejects_unknown_target():
 
 
 # ---------------------------------------------------------------------------
-# A tiny kernel tree for the cache tests (compiles in a fraction of a second).
-
-TINY_HEADER = "#pragma once\n#define TINY_VALUE 7.0f\n"
-TINY_SOURCE = textwrap.dedent(
-    """
-    #include "common.h"
-    #include "tiny.h"
-    struct TinyParams { float* out; };
-    GLRAST_LAYOUT(TinyParams, out)
-    GLRAST_KERNEL(tiny_fill, TinyParams) { p.out[i] = TINY_VALUE; }
-    """
-)
-
-
-class TinyParams(Params):
-    _fields_ = [("out", ctypes.c_void_p)]
-
-
-@pytest.fixture
-def tiny_tree(tmp_path, monkeypatch):
-    """csrc/ with one small kernel, and an empty cache; returns (csrc, cache)."""
-    csrc, cache = tmp_path / "csrc", tmp_path / "cache"
-    csrc.mkdir()
-    (csrc / "tiny.h").write_text(TINY_HEADER)
-    (csrc / "tiny.cu").write_text(TINY_SOURCE)
-    shutil.copy(kernels.csrc_dir() / "common.h", csrc / "common.h")
-    monkeypatch.setattr(kernels, "csrc_dir", lambda: csrc)
-    monkeypatch.setenv("GLRAST_CACHE_DIR", str(cache))
-    return csrc, cache
-
-
-def _leftovers(cache: Path) -> list[Path]:
-    return list(cache.glob(".build-*")) if cache.exists() else []
+# The host build's cache, on the tiny kernel tree (tests/tiny_kernel.py, fixture tiny_tree)
 
 
 def test_host_cache_hit_reuses_artifact(tiny_tree, monkeypatch):
@@ -132,10 +100,8 @@ def test_host_cache_hit_reuses_artifact(tiny_tree, monkeypatch):
     monkeypatch.setattr(kernels.subprocess, "run", no_compiler)
     assert kernels.build_host("tiny") == first
     assert first.stat().st_mtime_ns == stamp
-    out = (ctypes.c_float * 5)()
-    kernels.HostModule("tiny").launch("tiny_fill", TinyParams(out=ctypes.addressof(out)), 5)
-    assert list(out) == [7.0] * 5
-    assert _leftovers(cache) == []
+    assert fill(kernels.HostModule("tiny")) == [7.0] * 5
+    assert leftovers(cache) == []
 
 
 def test_host_cache_key_follows_headers(tiny_tree):
@@ -147,7 +113,7 @@ def test_host_cache_key_follows_headers(tiny_tree):
     assert before.is_file() and after.is_file()
     out = (ctypes.c_float * 3)()
     lib = ctypes.CDLL(str(after))
-    lib.tiny_fill(ctypes.byref(TinyParams(out=ctypes.addressof(out))), ctypes.c_longlong(3))
+    lib.tiny_fill(ctypes.byref(TinyParams(out=ctypes.addressof(out))), ctypes.c_longlong(3), 1)
     assert list(out) == [9.0] * 3
 
 
@@ -165,7 +131,7 @@ def test_failed_host_build_raises_with_log(tiny_tree):
     message = str(info.value)
     assert "csrc/broken.cu failed" in message
     assert "broken.cu:2" in message and "error" in message  # the compiler's own diagnostic
-    assert _leftovers(cache) == []
+    assert leftovers(cache) == []
     assert not list(cache.rglob("broken*"))
 
 
@@ -202,6 +168,7 @@ def test_no_compiler_on_path(monkeypatch, tmp_path, compiler_lookup_reset):
 
 _CONCURRENT = """
 import sys
+import textwrap
 from pathlib import Path
 from glrast import kernels
 kernels.csrc_dir = lambda: Path(sys.argv[1])
@@ -227,7 +194,7 @@ def test_concurrent_host_builds(tiny_tree):
     paths = {out.strip() for out, _ in results}
     assert len(paths) == 1
     assert [p.name for p in (cache / "host").iterdir()] == [Path(paths.pop()).name]
-    assert _leftovers(cache) == []
+    assert leftovers(cache) == []
 
 
 # ---------------------------------------------------------------------------
