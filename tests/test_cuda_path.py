@@ -549,10 +549,12 @@ CUresult cuGraphicsSubResourceGetMappedArray(u64* arr, u64 res, unsigned index, 
     *arr = res + 0x1000;
     return call("cuGraphicsSubResourceGetMappedArray", " %#llx %u %u", res, index, level);
 }
-CUresult cuMemcpy2DAsync(const Memcpy2D* c, u64 stream) {
-    return call("cuMemcpy2DAsync", " src=%d,%#llx,x=%zu,y=%zu dst=%d,%#llx,pitch=%zu size=%zux%zu stream=%#llx",
-                c->srcMemoryType, (u64)c->srcArray, c->srcXInBytes, c->srcY, c->dstMemoryType, c->dstDevice,
-                c->dstPitch, c->WidthInBytes, c->Height, stream);
+CUresult cuMemcpy2DAsync(const Memcpy2D* c, u64 stream) {  // 3 = CU_MEMORYTYPE_ARRAY, 2 = device memory
+    u64 src = c->srcMemoryType == 3 ? (u64)c->srcArray : c->srcDevice;
+    u64 dst = c->dstMemoryType == 3 ? (u64)c->dstArray : c->dstDevice;
+    return call("cuMemcpy2DAsync", " src=%d,%#llx,x=%zu,y=%zu,pitch=%zu dst=%d,%#llx,x=%zu,y=%zu,pitch=%zu"
+                " size=%zux%zu stream=%#llx", c->srcMemoryType, src, c->srcXInBytes, c->srcY, c->srcPitch,
+                c->dstMemoryType, dst, c->dstXInBytes, c->dstY, c->dstPitch, c->WidthInBytes, c->Height, stream);
 }
 CUresult cuGraphicsUnregisterResource(u64 res) { return call("cuGraphicsUnregisterResource", " %#llx", res); }
 }
@@ -593,6 +595,11 @@ except kernels.CudaError as e:
 fake.fake_fail(b"cuGraphicsUnregisterResource", 4, 0)  # CUDA_ERROR_DEINITIALIZED: ignored at shutdown
 targets.release()
 targets.release()  # idempotent
+image = torch.empty(4, 3, 4, dtype=torch.uint8)  # a viewer's RGBA image into a write-only registered texture
+writer = interop.CudaTargets(gl, [types.SimpleNamespace(glo=7)], dev, write=True)
+writer.write([(0, image)], (0, 0, 3, 4))
+writer.release()
+print("image", hex(image.data_ptr()))
 fake.fake_fail(b"cuGraphicsGLRegisterImage", 219, 1)
 try:
     interop.CudaTargets(gl, [types.SimpleNamespace(glo=9), types.SimpleNamespace(glo=8)], dev)
@@ -638,13 +645,14 @@ def test_driver_calls_against_a_stand_in_libcuda(tmp_path, monkeypatch):
     assert res.returncode == 0, res.stderr
     out = res.stdout
     ptr1, ptr0 = out.split("ptrs ")[1].split()[:2]
+    image = out.split("image ")[1].split()[0]
     log = (tmp_path / "log").read_text().splitlines()
     ctx = "ctx=0x1001"
     mapped = [
         f"cuGraphicsSubResourceGetMappedArray {ctx} 0x2006 0 0",
-        f"cuMemcpy2DAsync {ctx} src=3,0x3006,x=32,y=3 dst=2,{ptr1},pitch=48 size=48x4 stream=0x5555",
+        f"cuMemcpy2DAsync {ctx} src=3,0x3006,x=32,y=3,pitch=0 dst=2,{ptr1},x=0,y=0,pitch=48 size=48x4 stream=0x5555",
         f"cuGraphicsSubResourceGetMappedArray {ctx} 0x2005 0 0",
-        f"cuMemcpy2DAsync {ctx} src=3,0x3005,x=32,y=3 dst=2,{ptr0},pitch=48 size=48x4 stream=0x5555",
+        f"cuMemcpy2DAsync {ctx} src=3,0x3005,x=32,y=3,pitch=0 dst=2,{ptr0},x=0,y=0,pitch=48 size=48x4 stream=0x5555",
     ]
     assert log == [
         "cuInit ctx=0",
@@ -673,12 +681,25 @@ def test_driver_calls_against_a_stand_in_libcuda(tmp_path, monkeypatch):
         f"cuCtxPushCurrent {ctx} 0x1001",
         f"cuGraphicsMapResources {ctx} 1 0x2005 0 stream=0x5555",
         f"cuGraphicsSubResourceGetMappedArray {ctx} 0x2005 0 0",
-        f"cuMemcpy2DAsync {ctx} src=3,0x3005,x=0,y=0 dst=2,{ptr0},pitch=48 size=48x4 stream=0x5555",
+        f"cuMemcpy2DAsync {ctx} src=3,0x3005,x=0,y=0,pitch=0 dst=2,{ptr0},x=0,y=0,pitch=48 size=48x4 stream=0x5555",
         f"cuGraphicsUnmapResources {ctx} 1 0x2005 0 stream=0x5555",  # unmapped although the copy failed
         f"cuCtxPopCurrent {ctx}",
         f"cuCtxPushCurrent {ctx} 0x1001",
         f"cuGraphicsUnregisterResource {ctx} 0x2005",
         f"cuGraphicsUnregisterResource {ctx} 0x2006",
+        f"cuCtxPopCurrent {ctx}",
+        f"cuCtxPushCurrent {ctx} 0x1001",
+        f"cuGraphicsGLRegisterImage {ctx} 7 0xde1 2",  # write-discard
+        f"cuCtxPopCurrent {ctx}",
+        f"cuCtxPushCurrent {ctx} 0x1001",
+        f"cuGraphicsMapResources {ctx} 1 0x2007 0 stream=0x5555",
+        f"cuGraphicsSubResourceGetMappedArray {ctx} 0x2007 0 0",
+        # device memory (pitch 3 texels x 4 bytes) into the mapped array's lower-left corner
+        f"cuMemcpy2DAsync {ctx} src=2,{image},x=0,y=0,pitch=12 dst=3,0x3007,x=0,y=0,pitch=0 size=12x4 stream=0x5555",
+        f"cuGraphicsUnmapResources {ctx} 1 0x2007 0 stream=0x5555",
+        f"cuCtxPopCurrent {ctx}",
+        f"cuCtxPushCurrent {ctx} 0x1001",
+        f"cuGraphicsUnregisterResource {ctx} 0x2007",
         f"cuCtxPopCurrent {ctx}",
         f"cuCtxPushCurrent {ctx} 0x1001",
         f"cuGraphicsGLRegisterImage {ctx} 9 0xde1 1",
