@@ -12,11 +12,14 @@ from .doctor import doctor
 from .interpolate import interpolate
 from .raster import DepthPeeler, rasterize, triangle_index
 from .texture import texture, texture_construct_mip
+from .viewer import Viewer, ViewerUnavailableError, show
 
 __all__ = [
     "DepthPeeler",
     "RasterizeCudaContext",
     "RasterizeGLContext",
+    "Viewer",
+    "ViewerUnavailableError",
     "__version__",
     "antialias",
     "camera",
@@ -27,6 +30,7 @@ __all__ = [
     "mesh",
     "rasterize",
     "set_log_level",
+    "show",
     "texture",
     "texture_construct_mip",
     "triangle_index",
