@@ -130,46 +130,6 @@ def _read_cameras(path: Path, pos: Any) -> list[tuple[Any, int, int]]:
     return out
 
 
-def _mip_levels(height: int, width: int) -> int:
-    """How many times a texture of this size can be halved under glrast's mip rule (no odd side above 1)."""
-    levels = 0
-    while (height > 1 or width > 1) and not ((height > 1 and height % 2) or (width > 1 and width % 2)):
-        height, width, levels = max(1, height // 2), max(1, width // 2), levels + 1
-    return levels
-
-
-def _shade(glctx: Any, m: Any, mvp: Any, eye: Any, height: int, width: int) -> Any:
-    """RGBA image [H, W, 4] of mesh `m` (row 0 = bottom): texture, else vertex colours, else grey lit
-    from the camera centre `eye` [3]."""
-    import torch
-
-    import glrast as dr
-
-    from . import camera
-
-    clip = camera.transform(mvp.to(m.pos.device), m.pos).contiguous()
-    rast, rast_db = dr.rasterize(glctx, clip, m.tri, (height, width))
-    if m.texture is not None:
-        uv, uv_da = dr.interpolate(m.uv, rast, m.tri, rast_db=rast_db, diff_attrs="all")
-        levels = _mip_levels(*m.texture.shape[:2])
-        if levels:
-            color = dr.texture(m.texture[None], uv, uv_da, filter_mode="linear-mipmap-linear", max_mip_level=levels)
-        else:
-            color = dr.texture(m.texture[None], uv, filter_mode="linear")
-    elif m.colors is not None:
-        color, _ = dr.interpolate(m.colors, rast, m.tri)
-    else:
-        # |n . v| with v the direction to the eye: two-sided, since nothing is culled
-        attrs, _ = dr.interpolate(torch.cat([m.pos, m.normals], -1), rast, m.tri)
-        view = torch.nn.functional.normalize(eye.to(attrs) - attrs[..., :3], dim=-1)
-        lit = (torch.nn.functional.normalize(attrs[..., 3:], dim=-1) * view).sum(-1).abs()
-        color = (0.15 + 0.75 * lit)[..., None].expand(*lit.shape, 3)
-    mask = (rast[..., 3:] > 0).float()
-    rgba = dr.antialias(torch.cat([color * mask, mask], -1).contiguous(), rast, clip, m.tri)[0]
-    alpha = rgba[..., 3:]
-    return torch.cat([rgba[..., :3] / alpha.clamp(min=1e-6), alpha], -1).clamp(0, 1)
-
-
 def _cmd_render(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
@@ -177,6 +137,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     import glrast as dr
 
     from . import camera, mesh
+    from .shading import shade, unit_sphere_transform
 
     try:
         from PIL import Image
@@ -198,12 +159,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     else:
         height, width = args.res
         # orbit cameras around the mesh's bounding sphere: centre it and scale it to radius 1
-        lo, hi = m.pos.min(0).values, m.pos.max(0).values
-        centre = ((lo + hi) / 2).cpu()
-        radius = float((m.pos.cpu() - centre).norm(dim=1).max()) or 1.0
-        to_unit = torch.eye(4)
-        to_unit[:3, :3] /= radius
-        to_unit[:3, 3] = -centre / radius
+        to_unit, _, _ = unit_sphere_transform(m.pos)
         cams = [(mvp @ to_unit, width, height) for mvp in _orbit_cameras(args.views, args.fov, args.elevation,
                                                                           width, height)]  # fmt: skip
     out = Path(args.out)
@@ -212,7 +168,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     with dr.RasterizeGLContext(device=device) as glctx:
         for k, (mvp, width, height) in enumerate(cams):
             K, R, t, near, far = camera.to_opencv(mvp.double(), width, height, flip_y=True)
-            rgba = _shade(glctx, m, mvp, (-R.T @ t).float(), height, width)
+            rgba = shade(glctx, m, mvp, (-R.T @ t).float(), height, width)
             pixels = (rgba.flip(0).cpu().numpy() * 255 + 0.5).astype(np.uint8)  # row 0 of a PNG is the top
             Image.fromarray(pixels, "RGBA").save(out / f"view_{k:03d}.png")
             records.append({"width": width, "height": height, "K": K.tolist(), "R": R.tolist(), "t": t.tolist(),
@@ -221,6 +177,17 @@ def _cmd_render(args: argparse.Namespace) -> int:
     print(f"glrast render: {len(cams)} views of {args.mesh} ({m.tri.shape[0]} triangles) -> {out}/view_*.png "
           f"and cameras.json, {time.perf_counter() - start:.1f} s")  # fmt: skip
     return 0
+
+
+def _cmd_view(args: argparse.Namespace) -> int:
+    from .mesh_viewer import run
+    from .viewer import ViewerUnavailableError
+
+    try:
+        return run(args.mesh, texture=args.texture, res=tuple(args.res), device=args.device, out=args.out)
+    except ViewerUnavailableError as e:
+        print(e, file=sys.stderr)
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -242,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
         usage="glrast demo NAME [--out DIR] [--display] [options of the example]",
         help="run one of the examples (triangle, cube, earth, envphong, pose)",
         description="Run examples/NAME.py of this checkout. Every option after NAME goes to the example: "
-        "--out DIR (default out/NAME), --display (the live viewer, not available yet), --steps, --res, ... "
+        "--out DIR (default out/NAME), --display (target, current and difference live in a window, with the "
+        "loss curve), --steps, --res, ... "
         "(glrast demo NAME --help lists them).",
     )
     demo.add_argument("name", choices=EXAMPLES, metavar="NAME", help=", ".join(EXAMPLES))
@@ -270,6 +238,24 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     render.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     render.set_defaults(run=_cmd_render)
+
+    view = commands.add_parser(
+        "view",
+        help="look at a mesh file in a window (orbit, pan, zoom; shading, normals, depth, ids, UVs, wireframe)",
+        description="Open MESH (OBJ, PLY, GLB, STL, ... through trimesh) in a window, rendered by glrast. "
+        "Left drag orbits, right drag pans, the wheel zooms; keys 1-6 switch between shaded, normals, depth, "
+        "triangle ids, a UV checker texture and wireframe; s saves a PNG of the window, r resets the camera, "
+        "h prints the keys, q or Esc quits. The title shows the frame time and the triangle count. "
+        "Needs a display (a desktop session, or xvfb-run).",
+    )
+    view.add_argument("mesh", type=Path, help="mesh file")
+    view.add_argument("--texture", type=Path, default=None, metavar="IMG",
+                      help="image to map through the mesh's texture coordinates (instead of its own texture)")
+    view.add_argument("--res", type=int, nargs=2, default=(512, 512), metavar=("H", "W"),
+                      help="rendered image height and width in pixels = the window's size (default 512 512)")
+    view.add_argument("--out", type=Path, default=Path("."), help="folder for the PNGs saved with s (default .)")
+    view.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    view.set_defaults(run=_cmd_view)  # fmt: skip
 
     bench = commands.add_parser(
         "bench",
