@@ -252,9 +252,10 @@ class Viewer:
         except BaseException:
             _close_glfw()
             raise
-        self.frames = 0  # frames drawn by show() and plot() (redraws the window system asks for not counted)
-        self._last_frame = -math.inf
-        self._last_show = -math.inf
+        self.frames = 0  # show() calls that uploaded and drew their images
+        self._last_upload = -math.inf  # show()'s clock
+        self._last_frame = -math.inf  # any frame's: plot() redraws on its own only when show() is not called
+        self._last_show = time.perf_counter()  # the last show() call, or the viewer's creation
         self._images: list[tuple[int, int, int]] = []  # (left column in the canvas, height, width)
         self._labels: list[str] = []
         self._curves: dict[str, list[Any]] = {}
@@ -356,7 +357,7 @@ class Viewer:
             raise ValueError(f"Viewer.show: labels must be one string per image ({len(items)}), got {labels!r}")
         now = time.perf_counter()
         self._last_show = now
-        if not self._poll() or now - self._last_frame < self._interval:
+        if not self._poll() or now - self._last_upload < self._interval:
             return not self.closed
         canvas = compose(items)
         with self.activate():
@@ -367,8 +368,9 @@ class Viewer:
                 self._images.append((left, x.shape[0], x.shape[1]))
                 left += x.shape[1]
             self._labels = [str(label) for label in labels] if labels is not None else []
-            self._resize_to_content()
             self._frame(now)
+        self._last_upload = now
+        self.frames += 1
         return True
 
     def plot(self, name: str, value: Any) -> bool:
@@ -385,11 +387,11 @@ class Viewer:
             raise TypeError(f"Viewer.plot: value must be a number or a one-element tensor, got {type(value).__name__}")
         self._curves.setdefault(str(name), []).append(value)
         now = time.perf_counter()
-        # Only a loop that does not call show() gets its frames from plot(), so that plot() never
-        # takes the frame a show() right after it would upload.
-        if self._poll() and now - self._last_show > 2 * self._interval and now - self._last_frame >= self._interval:
+        # A loop that calls show() gets its curves drawn with its images; only one that does not
+        # (lately) gets frames from plot() itself.
+        showing = now - self._last_show < max(2 * self._interval, 0.1)
+        if self._poll() and not showing and now - self._last_frame >= self._interval:
             with self.activate():
-                self._resize_to_content()
                 self._frame(now)
         return not self.closed
 
@@ -536,10 +538,10 @@ class Viewer:
             glfw.show_window(self._window)
 
     def _frame(self, now: float) -> None:
+        self._resize_to_content()
         self._draw()
         self._glfw.swap_buffers(self._window)
         self._last_frame = now
-        self.frames += 1
 
     def _draw(self) -> tuple[int, int]:
         """Draw everything into the back buffer; returns the framebuffer size."""
