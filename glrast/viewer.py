@@ -143,15 +143,17 @@ def _as_tensor(x: Any) -> torch.Tensor:
 
 def compose(images: Sequence[torch.Tensor]) -> torch.Tensor:
     """[Hmax, sum W, 4] uint8 on the images' device: the images side by side, each in rows
-    [0, H) (glrast's row 0 = bottom), converted as GL converts to 8 bits (round(x * 255) of x
-    clamped to [0, 1]); C = 1 becomes grey, missing alpha is 255."""
+    [0, H) (glrast's row 0 = bottom), floats converted as GL converts to 8 bits: x clamped to
+    [0, 1], times 255, rounded to the nearest integer (NaN: 0); C = 1 becomes grey, missing
+    alpha is 255."""
     height = max(x.shape[0] for x in images)
     canvas = torch.zeros(height, sum(x.shape[1] for x in images), 4, dtype=torch.uint8, device=images[0].device)
     left = 0
     for x in images:
         h, w, c = x.shape
         if x.is_floating_point():
-            x = torch.round(torch.nan_to_num(x.float(), 0.0).clamp(0, 1) * 255).to(torch.uint8)
+            # x * 255 + 0.5 truncated; the first op makes a copy, the others work in place on it
+            x = x.float().mul(255).add_(0.5).clamp_(0, 255).nan_to_num_(0).to(torch.uint8)
         tile = canvas[:h, left : left + w]
         tile[..., :3] = x[..., :3] if c >= 3 else x[..., :1]
         tile[..., 3] = x[..., 3] if c == 4 else 255

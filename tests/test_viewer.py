@@ -28,7 +28,7 @@ def as_uint8(image) -> np.ndarray:
     """[H, W, 4] uint8 of a shown image, the viewer's documented conversion (grey to RGB, alpha 255)."""
     x = image.numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
     if x.dtype != np.uint8:
-        x = np.round(np.clip(x.astype(np.float64), 0, 1) * 255).astype(np.uint8)
+        x = np.round(np.clip(np.nan_to_num(x.astype(np.float64)), 0, 1) * 255).astype(np.uint8)  # NaN: 0
     if x.shape[-1] == 1:
         x = np.repeat(x, 3, -1)
     if x.shape[-1] == 3:
@@ -64,6 +64,7 @@ def random_images():
     g = torch.Generator().manual_seed(1)
     grey = torch.randint(0, 256, (12, 20, 1), generator=g, dtype=torch.uint8)
     rgb = torch.rand(12, 20, 3, generator=g) * 1.4 - 0.2  # out-of-range values are clamped
+    rgb[5, 7] = float("nan")
     rgba = torch.randint(0, 256, (12, 20, 4), generator=g, dtype=torch.uint8)
     rgba[:4, :, 3] = 255
     rgba[4:8, :, 3] = 0
