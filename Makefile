@@ -6,7 +6,8 @@ SANITIZE := GLRAST_CACHE_DIR=$(CURDIR)/.venv/sanitizer-cache \
 	GLRAST_HOST_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
 	LD_PRELOAD="$$(c++ -print-file-name=libasan.so) $$(c++ -print-file-name=libubsan.so)" \
 	ASAN_OPTIONS=detect_leaks=0
-KERNEL_TESTS := tests/test_raster.py tests/test_depth_peeler.py tests/test_interpolate.py tests/test_texture.py tests/test_antialias.py
+KERNEL_TESTS := tests/test_raster.py tests/test_depth_peeler.py tests/test_interpolate.py tests/test_texture.py \
+	tests/test_texture_limits.py tests/test_antialias.py
 
 # The window tests start their own X server (Xvfb), send it input with xdotool and photograph its
 # windows with ImageMagick's `import`; glfw's windows need Mesa's GLX. Installed through apt when missing.

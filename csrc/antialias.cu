@@ -1,4 +1,4 @@
-// antialias: analytic blending across silhouette edges (see glrast/antialias.py
+// antialias: analytic blending across silhouette edges (see glrast/antialiasing.py
 // for the formula), and the topology hash that tells silhouettes from interior edges.
 //
 // Topology hash: an open-addressing table (linear probing, power-of-two
@@ -13,7 +13,7 @@
 // records it (blend amount and direction, silhouette edge); antialias_blend and
 // antialias_grad_color gather, per pixel, the records of the (up to) four pairs
 // it belongs to, so no two threads write one output; antialias_grad_pos
-// scatters per pair onto pos with atomics.
+// scatters per pair onto pos through an Accumulator.
 #include "common.h"
 
 #define AA_EMPTY_KEY 0xFFFFFFFFFFFFFFFFull
@@ -24,6 +24,7 @@ struct HashParams {
     int* tris;        // [capacity]
     i64 mask;         // capacity - 1
 };
+GLRAST_LAYOUT(HashParams, tri, keys, tris, mask)
 
 struct AntialiasParams {
     const float* color;      // [N, H, W, C]
@@ -37,13 +38,15 @@ struct AntialiasParams {
     float* out;              // [N, H, W, C]
     const float* grad_out;   // backward: [N, H, W, C]
     float* grad_color;       // backward: [N, H, W, C]
-    float* grad_pos;         // backward: like pos, zero-initialised
+    Accumulator grad_pos;    // backward: slots shaped like pos
     i64 mask;                // hash capacity - 1
     int num_tris;
     int height, width, channels;
     int verts_per_image;     // V in instanced mode, 0 in range mode
     float pos_gradient_boost;
 };
+GLRAST_LAYOUT(AntialiasParams, color, rast, pos, tri, keys, tris, alpha, edge, out, grad_out, grad_color, grad_pos, mask,
+              num_tris, height, width, channels, verts_per_image, pos_gradient_boost)
 
 // ---------------------------------------------------------------------------
 // Topology hash
@@ -91,10 +94,16 @@ struct V3 { float x, y, z; };
 GLRAST_HD V3 cross3(V3 a, V3 b) { return {a.y * b.z - a.z * b.y, a.z * b.x - a.x * b.z, a.x * b.y - a.y * b.x}; }
 GLRAST_HD float dot3(V3 a, V3 b) { return a.x * b.x + a.y * b.y + a.z * b.z; }
 
-GLRAST_HD V3 vertex_rel(const AntialiasParams& p, i64 vbase, int v, float cx, float cy) {
+// Homogeneous coordinates may be scaled by any positive factor without changing the projected point,
+// the sides of lines or where they cross the segment; a vertex of huge or tiny magnitude is divided by
+// the power of two 2^exponent first (see rescale_exponent), so that the products here stay finite.
+GLRAST_HD V3 vertex_rel(const AntialiasParams& p, i64 vbase, int v, float cx, float cy, int* exponent = nullptr) {
     const float* q = p.pos + 4 * (vbase + v);
-    float w = q[3];
-    return {(q[0] + w) * (0.5f * p.width) - w * cx, (q[1] + w) * (0.5f * p.height) - w * cy, w};
+    float x = q[0], y = q[1], w = q[3];
+    int e = rescale_exponent(fmaxf(fmaxf(fabsf(x), fabsf(y)), fabsf(w)));
+    if (e != 0) { x = ldexpf(x, -e); y = ldexpf(y, -e); w = ldexpf(w, -e); }
+    if (exponent) *exponent = e;
+    return {(x + w) * (0.5f * p.width) - w * cx, (y + w) * (0.5f * p.height) - w * cy, w};
 }
 
 // The segment from the owner pixel's centre (cx, cy) one pixel along the axis (step = +1 or -1).
@@ -276,17 +285,44 @@ GLRAST_HD PixelPairs pixel_pairs(const AntialiasParams& p, i64 x) {
 // How much pixel x is blended towards its neighbour in this pair (0 if the neighbour is the blended one).
 GLRAST_HD float blend_of(float alpha, bool is_first) { return is_first ? fmaxf(alpha, 0.f) : fmaxf(-alpha, 0.f); }
 
+// The blend weights of pixel x: weight[k] of neighbour k, scaled by 1 / max(1, sum) so that they
+// never add up past 1 (a pixel under a sub-pixel triangle can be blended by all four of its pairs);
+// returns the unscaled sum. out[x] = (1 - sum of weights) color[x] + sum_k weight[k] color[nb k], a
+// convex combination of the input colours.
+GLRAST_HD float blend_weights(const AntialiasParams& p, const PixelPairs& q, float weight[4]) {
+    float total = 0.f;
+    for (int k = 0; k < q.count; ++k) {
+        weight[k] = blend_of(p.alpha[q.rec[k]], q.first[k]);
+        total += weight[k];
+    }
+    if (total > 1.f)
+        for (int k = 0; k < q.count; ++k) weight[k] /= total;
+    return total;
+}
+
 GLRAST_KERNEL(antialias_blend, AntialiasParams) {
     const int C = p.channels;
     const float* cx = p.color + i * C;
     float* out = p.out + i * C;
     for (int ch = 0; ch < C; ++ch) out[ch] = cx[ch];
     PixelPairs q = pixel_pairs(p, i);
-    for (int k = 0; k < q.count; ++k) {
-        float a = blend_of(p.alpha[q.rec[k]], q.first[k]);
-        if (!(a > 0.f)) continue;  // untouched pixels keep their exact input bits
-        const float* cn = p.color + q.nb[k] * C;
-        for (int ch = 0; ch < C; ++ch) out[ch] += a * (cn[ch] - cx[ch]);
+    float weight[4];
+    if (!(blend_weights(p, q, weight) > 0.f)) return;  // untouched pixels keep their exact input bits
+    float own = 1.f;
+    for (int k = 0; k < q.count; ++k) own -= weight[k];
+    own = fmaxf(own, 0.f);
+    for (int ch = 0; ch < C; ++ch) {
+        // A weighted sum (no colour differences, which could overflow), kept within the range of the
+        // colours it mixes so that rounding cannot step outside it either.
+        float acc = own * cx[ch], lo = cx[ch], hi = cx[ch];
+        for (int k = 0; k < q.count; ++k) {
+            if (!(weight[k] > 0.f)) continue;
+            float cn = p.color[q.nb[k] * C + ch];
+            acc += weight[k] * cn;
+            lo = fminf(lo, cn);
+            hi = fmaxf(hi, cn);
+        }
+        out[ch] = fminf(fmaxf(acc, lo), hi);
     }
 }
 
@@ -294,30 +330,70 @@ GLRAST_KERNEL(antialias_blend, AntialiasParams) {
 // Backward
 
 GLRAST_KERNEL(antialias_grad_color, AntialiasParams) {
-    // out[x] = color[x] + sum_{pairs blending x} a (color[n] - color[x]), so color[x] receives
-    // g[x] (1 - sum a) from its own output and a g[n] from each neighbour it is blended into.
+    // out[x] = (1 - sum_k w_k) color[x] + sum_k w_k color[nb k] with the weights of blend_weights, so
+    // color[x] receives g[x] (1 - sum_k w_k) from its own output and w g[n] from each neighbour n it
+    // is blended into, w being the weight n gives x.
     const int C = p.channels;
     const float* gx = p.grad_out + i * C;
     float* gc = p.grad_color + i * C;
-    for (int ch = 0; ch < C; ++ch) gc[ch] = gx[ch];
     PixelPairs q = pixel_pairs(p, i);
+    float weight[4];
+    blend_weights(p, q, weight);
+    float own = 1.f;
+    for (int k = 0; k < q.count; ++k) own -= weight[k];
+    own = fmaxf(own, 0.f);
+    for (int ch = 0; ch < C; ++ch) gc[ch] = own * gx[ch];
     for (int k = 0; k < q.count; ++k) {
-        float alpha = p.alpha[q.rec[k]];
-        float own = blend_of(alpha, q.first[k]), theirs = blend_of(alpha, !q.first[k]);
-        const float* gn = p.grad_out + q.nb[k] * C;
-        if (own > 0.f) for (int ch = 0; ch < C; ++ch) gc[ch] -= own * gx[ch];
-        if (theirs > 0.f) for (int ch = 0; ch < C; ++ch) gc[ch] += theirs * gn[ch];
+        if (!(blend_of(p.alpha[q.rec[k]], !q.first[k]) > 0.f)) continue;  // x is not blended into nb k
+        PixelPairs qn = pixel_pairs(p, q.nb[k]);
+        float wn[4];
+        blend_weights(p, qn, wn);
+        for (int j = 0; j < qn.count; ++j) {
+            if (qn.nb[j] != i || !(wn[j] > 0.f)) continue;
+            const float* gn = p.grad_out + q.nb[k] * C;
+            for (int ch = 0; ch < C; ++ch) gc[ch] += wn[j] * gn[ch];
+        }
     }
 }
 
-GLRAST_HD void add_vertex_grad(const AntialiasParams& p, const Segment& seg, int v, V3 g) {
-    // From the centred homogeneous coordinates (X - w cx, Y - w cy, w) back to (x, y, w).
-    float gX = g.x * (0.5f * p.width), gY = g.y * (0.5f * p.height);
-    float gw = g.z - seg.cx * g.x - seg.cy * g.y + gX + gY;
-    float* out = p.grad_pos + 4 * (seg.vbase + v);
-    atomic_add_f32(out, gX);
-    atomic_add_f32(out + 1, gY);
-    atomic_add_f32(out + 3, gw);
+struct V3d { double x, y, z; };
+
+GLRAST_HD V3d cross3d(V3 a, V3d b) { return {a.y * b.z - a.z * b.y, a.z * b.x - a.x * b.z, a.x * b.y - a.y * b.x}; }
+
+GLRAST_HD void add_vertex_grad(const AntialiasParams& p, const Segment& seg, int v, int exponent, V3d g) {
+    // From the centred homogeneous coordinates (X - w cx, Y - w cy, w), computed from pos / 2^exponent,
+    // back to pos's (x, y, w).
+    double gX = g.x * (0.5 * p.width), gY = g.y * (0.5 * p.height);
+    double gw = g.z - seg.cx * g.x - seg.cy * g.y + gX + gY;
+    double scale = exponent == 0 ? 1.0 : ldexp(1.0, -exponent);
+    i64 base = 4 * (seg.vbase + v);
+    accumulate(p.grad_pos, base, saturate_f32(gX * scale));
+    accumulate(p.grad_pos, base + 1, saturate_f32(gY * scale));
+    accumulate(p.grad_pos, base + 3, saturate_f32(gw * scale));
+}
+
+// d out[target] / d a, a the amount by which target is blended towards source (one of its
+// neighbours), dotted with the output gradient g: with the weights w_k of blend_weights and their
+// unscaled sum A, out = c + sum_k w_k (c_k - c), so the derivative is G(source) while A <= 1 and
+// (G(source) - sum_k w_k G(k)) / A beyond, G(m) = g . (c_m - c). In double: colour differences of
+// floats near the float limit would overflow.
+GLRAST_HD double amount_gradient(const AntialiasParams& p, i64 target, i64 source) {
+    const int C = p.channels;
+    const float* g = p.grad_out + target * C;
+    const float* c = p.color + target * C;
+    PixelPairs q = pixel_pairs(p, target);
+    float weight[4];
+    float total = blend_weights(p, q, weight);
+    double result = 0.0;
+    for (int ch = 0; ch < C; ++ch) result += (double)g[ch] * ((double)p.color[source * C + ch] - c[ch]);
+    if (!(total > 1.f)) return result;
+    for (int k = 0; k < q.count; ++k) {
+        if (!(weight[k] > 0.f)) continue;
+        double gk = 0.0;
+        for (int ch = 0; ch < C; ++ch) gk += (double)g[ch] * ((double)p.color[q.nb[k] * C + ch] - c[ch]);
+        result -= weight[k] * gk;
+    }
+    return result / total;
 }
 
 GLRAST_KERNEL(antialias_grad_pos, AntialiasParams) {
@@ -329,25 +405,22 @@ GLRAST_KERNEL(antialias_grad_pos, AntialiasParams) {
     // dc measured from the first pixel: the first is the blended one when dc < 0.5, and
     // amount = |0.5 - dc| either way.
     Segment seg = segment_from(p, first, second, axis);
-    V3 va = vertex_rel(p, seg.vbase, a, seg.cx, seg.cy), vb = vertex_rel(p, seg.vbase, b, seg.cx, seg.cy);
+    int ea, eb;
+    V3 va = vertex_rel(p, seg.vbase, a, seg.cx, seg.cy, &ea), vb = vertex_rel(p, seg.vbase, b, seg.cx, seg.cy, &eb);
     V3 line = cross3(va, vb);
     float dc = crossing(line, seg);
     if (!(dc > 0.f && dc < 1.f)) return;  // the blend saturates at the pixel centres
     bool blend_first = dc < 0.5f;
     i64 target = blend_first ? first : second, source = blend_first ? second : first;
-    const int C = p.channels;
-    const float* gt = p.grad_out + target * C;
-    const float* ct = p.color + target * C;
-    const float* cs = p.color + source * C;
-    float g_amount = 0.f;  // the blended pixel moves towards the other by amount (c_source - c_target)
-    for (int ch = 0; ch < C; ++ch) g_amount += gt[ch] * (cs[ch] - ct[ch]);
-    float g_dc = (blend_first ? -g_amount : g_amount) * p.pos_gradient_boost;
-    if (g_dc == 0.f) return;
+    double g_amount = amount_gradient(p, target, source);
+    double g_dc = (blend_first ? -g_amount : g_amount) * p.pos_gradient_boost;
+    if (g_dc == 0.0) return;
     // dc = -L.z / L[axis] with step +1.
-    float along = axis == 0 ? line.x : line.y;
-    float g_z = -g_dc / along, g_along = -dc / along * g_dc;
-    V3 g_line = {axis == 0 ? g_along : 0.f, axis == 1 ? g_along : 0.f, g_z};
-    // L = A x B: d(L . g)/dA = B x g, d(L . g)/dB = g x A.
-    add_vertex_grad(p, seg, a, cross3(vb, g_line));
-    add_vertex_grad(p, seg, b, cross3(g_line, va));
+    double along = axis == 0 ? line.x : line.y;
+    double g_z = -g_dc / along, g_along = -dc / along * g_dc;
+    V3d g_line = {axis == 0 ? g_along : 0.0, axis == 1 ? g_along : 0.0, g_z};
+    // L = A x B: d(L . g)/dA = B x g, d(L . g)/dB = g x A = -(A x g).
+    V3d ga = cross3d(vb, g_line), gb = cross3d(va, g_line);
+    add_vertex_grad(p, seg, a, ea, ga);
+    add_vertex_grad(p, seg, b, eb, {-gb.x, -gb.y, -gb.z});
 }

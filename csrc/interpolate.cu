@@ -22,6 +22,8 @@ struct InterpolateParams {
     int num_diff;            // D
     int num_tris;            // T: ids outside [0, T) are treated as empty
 };
+GLRAST_LAYOUT(InterpolateParams, attr, rast, rast_db, tri, diff_idx, out, out_da, grad_out, grad_da, grad_attr,
+              grad_rast, grad_rast_db, pixels_per_image, attr_image_stride, num_attrs, num_diff, num_tris)
 
 struct Corners {
     int t;                   // triangle id, -1 for an empty pixel
@@ -49,14 +51,19 @@ GLRAST_KERNEL(interpolate_fwd, InterpolateParams) {
     }
     const float* a[3] = {p.attr + c.row[0], p.attr + c.row[1], p.attr + c.row[2]};
     float u = p.rast[4 * i], v = p.rast[4 * i + 1], s = 1.f - u - v;
-    for (int k = 0; k < p.num_attrs; ++k) out[k] = u * a[0][k] + v * a[1][k] + s * a[2][k];
+    for (int k = 0; k < p.num_attrs; ++k) {
+        float value = u * a[0][k] + v * a[1][k] + s * a[2][k];
+        // attributes near the float limit can overflow the float sum though the blend lies within range
+        if (!is_finite_f32(value)) value = narrow_f32((double)u * a[0][k] + (double)v * a[1][k] + (double)s * a[2][k]);
+        out[k] = value;
+    }
     if (!out_da) return;
     const float* db = p.rast_db + 4 * i;
     for (int d = 0; d < p.num_diff; ++d) {
         int k = p.diff_idx[d];
-        float e0 = a[0][k] - a[2][k], e1 = a[1][k] - a[2][k];
-        out_da[2 * d] = e0 * db[0] + e1 * db[2];
-        out_da[2 * d + 1] = e0 * db[1] + e1 * db[3];
+        double e0 = (double)a[0][k] - a[2][k], e1 = (double)a[1][k] - a[2][k];  // differences may exceed float
+        out_da[2 * d] = saturate_f32(e0 * db[0] + e1 * db[2]);
+        out_da[2 * d + 1] = saturate_f32(e0 * db[1] + e1 * db[3]);
     }
 }
 
@@ -70,32 +77,32 @@ GLRAST_KERNEL(interpolate_bwd, InterpolateParams) {
     const float* a[3] = {p.attr + c.row[0], p.attr + c.row[1], p.attr + c.row[2]};
     float u = p.rast[4 * i], v = p.rast[4 * i + 1], s = 1.f - u - v;
     const float* go = p.grad_out + i * p.num_attrs;
-    float gu = 0.f, gv = 0.f;
+    double gu = 0.0, gv = 0.0;  // in double, saturated: attribute differences may exceed float's range
     for (int k = 0; k < p.num_attrs; ++k) {
         float gk = go[k];
         if (gk == 0.f) continue;
-        accumulate(p.grad_attr, c.row[0] + k, u * gk);
-        accumulate(p.grad_attr, c.row[1] + k, v * gk);
-        accumulate(p.grad_attr, c.row[2] + k, s * gk);
-        gu += gk * (a[0][k] - a[2][k]);
-        gv += gk * (a[1][k] - a[2][k]);
+        accumulate(p.grad_attr, c.row[0] + k, saturate_f32((double)u * gk));
+        accumulate(p.grad_attr, c.row[1] + k, saturate_f32((double)v * gk));
+        accumulate(p.grad_attr, c.row[2] + k, saturate_f32((double)s * gk));
+        gu += gk * ((double)a[0][k] - a[2][k]);
+        gv += gk * ((double)a[1][k] - a[2][k]);
     }
-    grad_rast[0] = gu;
-    grad_rast[1] = gv;
+    grad_rast[0] = saturate_f32(gu);
+    grad_rast[1] = saturate_f32(gv);
     if (!p.grad_da) return;
     const float* db = p.rast_db + 4 * i;
     const float* gda = p.grad_da + i * 2 * p.num_diff;
-    float gdb[4] = {0.f, 0.f, 0.f, 0.f};
+    double gdb[4] = {0.0, 0.0, 0.0, 0.0};
     for (int d = 0; d < p.num_diff; ++d) {
         int k = p.diff_idx[d];
         float gx = gda[2 * d], gy = gda[2 * d + 1];
         if (gx == 0.f && gy == 0.f) continue;
-        float e0 = a[0][k] - a[2][k], e1 = a[1][k] - a[2][k];
+        double e0 = (double)a[0][k] - a[2][k], e1 = (double)a[1][k] - a[2][k];
         gdb[0] += gx * e0; gdb[1] += gy * e0; gdb[2] += gx * e1; gdb[3] += gy * e1;
-        float g0 = gx * db[0] + gy * db[1], g1 = gx * db[2] + gy * db[3];
-        accumulate(p.grad_attr, c.row[0] + k, g0);
-        accumulate(p.grad_attr, c.row[1] + k, g1);
-        accumulate(p.grad_attr, c.row[2] + k, -g0 - g1);
+        double g0 = (double)gx * db[0] + (double)gy * db[1], g1 = (double)gx * db[2] + (double)gy * db[3];
+        accumulate(p.grad_attr, c.row[0] + k, saturate_f32(g0));
+        accumulate(p.grad_attr, c.row[1] + k, saturate_f32(g1));
+        accumulate(p.grad_attr, c.row[2] + k, saturate_f32(-g0 - g1));
     }
-    if (grad_db) for (int k = 0; k < 4; ++k) grad_db[k] = gdb[k];
+    if (grad_db) for (int k = 0; k < 4; ++k) grad_db[k] = saturate_f32(gdb[k]);
 }

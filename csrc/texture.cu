@@ -1,7 +1,7 @@
 // texture: filtered texture lookups (2D and cube maps) with mipmaps, their
 // backward pass, and the mip pyramid (construction and its gradient).
 //
-// Conventions (see glrast/texture.py for the user-facing description):
+// Conventions (see glrast/texturing.py for the user-facing description):
 // * 2D: texel (row y, column x) has its centre at s = (x + 0.5) / w,
 //   t = (y + 0.5) / h; bilinear filtering works on x = s w - 0.5, y = t h - 0.5.
 // * Cube: faces +X, -X, +Y, -Y, +Z, -Z with OpenGL's (sc, tc, ma) per face;
@@ -16,6 +16,8 @@
 
 enum { FILTER_NEAREST = 0, FILTER_LINEAR = 1, FILTER_MIP_NEAREST = 2, FILTER_MIP_LINEAR = 3 };
 enum { BOUNDARY_WRAP = 0, BOUNDARY_CLAMP = 1, BOUNDARY_ZERO = 2, BOUNDARY_CUBE = 3 };
+GLRAST_CONSTANTS(texture_modes, FILTER_NEAREST, FILTER_LINEAR, FILTER_MIP_NEAREST, FILTER_MIP_LINEAR, BOUNDARY_WRAP,
+                 BOUNDARY_CLAMP, BOUNDARY_ZERO, BOUNDARY_CUBE, TEX_MAX_LEVELS)
 
 struct TextureParams {
     const float* tex;        // level 0: [Nt, h, w, C] or [Nt, 6, h, h, C]
@@ -25,8 +27,8 @@ struct TextureParams {
     const float* bias;       // [N, H, W] or null
     float* out;              // forward: [N, H, W, C]
     const float* grad_out;   // backward: [N, H, W, C]
-    float* grad_tex;         // backward: like tex, zero-initialised, or null
-    float* grad_pyr;         // backward: like pyr (levels up to last), zero-initialised, or null
+    Accumulator grad_tex;    // backward: slots shaped like tex, or data = null
+    Accumulator grad_pyr;    // backward: slots shaped like pyr (levels up to last), or data = null
     float* grad_uv;          // backward: like uv, or null
     float* grad_uv_da;       // backward: like uv_da, or null
     float* grad_bias;        // backward: like bias, or null
@@ -40,6 +42,9 @@ struct TextureParams {
     int filter;              // FILTER_*
     int boundary;            // BOUNDARY_*
 };
+GLRAST_LAYOUT(TextureParams, tex, pyr, uv, uv_da, bias, out, grad_out, grad_tex, grad_pyr, grad_uv, grad_uv_da,
+              grad_bias, level_offset, pixels_per_image, image_width, tex_batch, height, width, channels, last_level,
+              filter, boundary)
 
 // ---------------------------------------------------------------------------
 // Cube faces: a face's major axis m and the axes that give sc and tc, each with
@@ -133,14 +138,16 @@ GLRAST_HD void lod_jacobian(const TextureParams& p, i64 i, Lookup& L) {
         L.J[3] = da[3] * p.height;
         return;
     }
-    // d(sc/ma) = (d sc - (sc/ma) d ma) / ma, and texel x = (sc/ma + 1) n / 2 - 1/2.
+    // d(sc/ma) = (d sc - (sc/ma) d ma) / ma, and texel x = (sc/ma + 1) n / 2 - 1/2. Divided by ma
+    // before the scaling by n / 2, so that a direction of denormal length gives a huge Jacobian (the
+    // coarsest level) rather than infinity times zero.
     const float* da = p.uv_da + 6 * i;
     const FaceAxes& a = L.ax;
-    float k = 0.5f * p.height / L.ma;
+    float k = 0.5f * p.height;
     for (int xy = 0; xy < 2; ++xy) {
         float dsc = a.ss * da[2 * a.s + xy], dtc = a.st * da[2 * a.t + xy], dma = a.sm * da[2 * a.m + xy];
-        L.J[xy] = k * (dsc - L.us * dma);
-        L.J[2 + xy] = k * (dtc - L.ut * dma);
+        L.J[xy] = k * ((dsc - L.us * dma) / L.ma);
+        L.J[2 + xy] = k * ((dtc - L.ut * dma) / L.ma);
     }
 }
 
@@ -186,8 +193,12 @@ GLRAST_HD Lookup lookup(const TextureParams& p, i64 i) {
     if (p.uv_da) {
         lod_jacobian(p, i, L);
         float m = abs_max(L.J), Jn[4];
-        // 0.5 log2(lambda); a zero footprint has level -infinity, i.e. level 0 and no level gradient.
-        level = m > 0.f ? level + 0.5f * log2f(normalized_eigenvalue(L.J, m, Jn)) + log2f(m) : -1.f;
+        // 0.5 log2(lambda); a zero footprint has level -infinity, i.e. level 0 and no level gradient,
+        // and one beyond float's range (uv_da near the float limit, whose J overflows) a level above
+        // every last level.
+        if (!(m > 0.f)) level = -1.f;
+        else if (!is_finite_f32(m)) level = GLRAST_FLT_MAX;
+        else level += 0.5f * log2f(normalized_eigenvalue(L.J, m, Jn)) + log2f(m);
     }
     int last = p.last_level;
     L.interior = level > 0.f && level < (float)last;
@@ -346,29 +357,41 @@ GLRAST_KERNEL(texture_fwd, TextureParams) {
             const float* w = q[pass].w;
             acc += wl[pass] * (w[0] * v[0] + w[1] * v[1] + w[2] * v[2] + w[3] * v[3]);
         }
+        if (!is_finite_f32(acc)) {
+            // Texels near the float limit can overflow the float sum (or make it inf - inf) though the
+            // weighted mean lies within float's range: once more in double.
+            double exact = 0.0;
+            for (int pass = 0; pass < passes; ++pass) {
+                float v[4];
+                fetch(q[pass], img[pass], c, v);
+                for (int j = 0; j < 4; ++j) exact += (double)wl[pass] * q[pass].w[j] * v[j];
+            }
+            acc = narrow_f32(exact);
+        }
         out[c] = acc;
     }
 }
 
 // Backward of level = 0.5 log2(lambda) (+ bias) to the Jacobian J, computed on
-// J / m (m = max |J|) so that nothing overflows: d level / dJ = (d level / dJn) / m.
-GLRAST_HD void lod_jacobian_grad(const Lookup& L, float g_level, float gJ[4]) {
+// J / m (m = max |J|) so that nothing overflows: d level / dJ = (d level / dJn) / m
+// (in double: 1 / m of a tiny footprint exceeds float's range).
+GLRAST_HD void lod_jacobian_grad(const Lookup& L, double g_level, double gJ[4]) {
     float m = abs_max(L.J), J[4];
     float lambda = normalized_eigenvalue(L.J, m, J);
     float A = J[0] * J[0] + J[2] * J[2], C = J[1] * J[1] + J[3] * J[3], B = J[0] * J[1] + J[2] * J[3];
     float h = 0.5f * (A - C), r = sqrtf(h * h + B * B);
-    float g_lambda = g_level * 0.5f / (lambda * 0.69314718056f);
+    double g_lambda = g_level * 0.5 / (lambda * 0.69314718056);
     // lambda = (A + C) / 2 + r; where r = 0 (isotropic footprint) its kink gets the mean slope.
-    float gA = 0.5f * g_lambda, gC = 0.5f * g_lambda, gB = 0.f;
+    double gA = 0.5 * g_lambda, gC = 0.5 * g_lambda, gB = 0.0;
     if (r > 0.f) {
-        gA += 0.5f * g_lambda * h / r;
-        gC -= 0.5f * g_lambda * h / r;
+        gA += 0.5 * g_lambda * h / r;
+        gC -= 0.5 * g_lambda * h / r;
         gB = g_lambda * B / r;
     }
-    gJ[0] = (2.f * gA * J[0] + gB * J[1]) / m;
-    gJ[1] = (2.f * gC * J[1] + gB * J[0]) / m;
-    gJ[2] = (2.f * gA * J[2] + gB * J[3]) / m;
-    gJ[3] = (2.f * gC * J[3] + gB * J[2]) / m;
+    gJ[0] = (2.0 * gA * J[0] + gB * J[1]) / m;
+    gJ[1] = (2.0 * gC * J[1] + gB * J[0]) / m;
+    gJ[2] = (2.0 * gA * J[2] + gB * J[3]) / m;
+    gJ[3] = (2.0 * gC * J[3] + gB * J[2]) / m;
 }
 
 GLRAST_KERNEL(texture_bwd, TextureParams) {
@@ -384,8 +407,10 @@ GLRAST_KERNEL(texture_bwd, TextureParams) {
     Lookup L = lookup(p, i);
     if (!L.valid) return;
 
+    // The uv, uv_da and bias gradients in double, saturated at the end: differences of texels near
+    // the float limit, and 1 / ma of a cube direction of denormal length, exceed float's range.
     const float* go = p.grad_out + i * C;
-    float g_s = 0.f, g_t = 0.f, g_level = 0.f;
+    double g_s = 0.0, g_t = 0.0, g_level = 0.0;
     bool want_level = p.filter == FILTER_MIP_LINEAR && L.interior;
     for (int pass = 0; pass < 2; ++pass) {
         int k = pass == 0 ? L.lv0 : L.lv1;
@@ -395,8 +420,7 @@ GLRAST_KERNEL(texture_bwd, TextureParams) {
         Taps q = taps(p, L, k);
         i64 start = level_start(p, k) + image_offset(p, k, i);
         const float* img = (k == 0 ? p.tex : p.pyr) + start;
-        float* gimg = k == 0 ? p.grad_tex : p.grad_pyr;
-        if (gimg) gimg += start;
+        const Accumulator& gimg = k == 0 ? p.grad_tex : p.grad_pyr;
         // Weights onto real texels: a cube corner tap spreads its weight over the other three.
         float weff[4];
         for (int j = 0; j < 4; ++j) weff[j] = wl * q.w[j];
@@ -404,18 +428,20 @@ GLRAST_KERNEL(texture_bwd, TextureParams) {
             float share = weff[q.missing] * (1.f / 3.f);
             for (int j = 0; j < 4; ++j) weff[j] = j == q.missing ? 0.f : weff[j] + share;
         }
-        float gfx = 0.f, gfy = 0.f, gsample = 0.f;
+        double gfx = 0.0, gfy = 0.0, gsample = 0.0;
         for (int c = 0; c < C; ++c) {
             float g = go[c];
             if (g == 0.f) continue;
             float v[4];
             fetch(q, img, c, v);
-            gsample += g * (q.w[0] * v[0] + q.w[1] * v[1] + q.w[2] * v[2] + q.w[3] * v[3]);
-            gfx += g * ((1.f - q.fy) * (v[1] - v[0]) + q.fy * (v[3] - v[2]));
-            gfy += g * ((1.f - q.fx) * (v[2] - v[0]) + q.fx * (v[3] - v[1]));
-            if (gimg)
+            double d10 = (double)v[1] - v[0], d32 = (double)v[3] - v[2];
+            double d20 = (double)v[2] - v[0], d31 = (double)v[3] - v[1];
+            gsample += g * ((double)q.w[0] * v[0] + (double)q.w[1] * v[1] + (double)q.w[2] * v[2] + (double)q.w[3] * v[3]);
+            gfx += g * ((1.0 - q.fy) * d10 + q.fy * d32);
+            gfy += g * ((1.0 - q.fx) * d20 + q.fx * d31);
+            if (gimg.data)
                 for (int j = 0; j < 4; ++j)
-                    if (q.addr[j] >= 0 && weff[j] != 0.f) atomic_add_f32(gimg + q.addr[j] + c, g * weff[j]);
+                    if (q.addr[j] >= 0 && weff[j] != 0.f) accumulate(gimg, start + q.addr[j] + c, g * weff[j]);
         }
         if (p.filter != FILTER_NEAREST) {
             g_s += wl * gfx * q.lw;
@@ -423,45 +449,46 @@ GLRAST_KERNEL(texture_bwd, TextureParams) {
         }
         g_level += pass == 0 ? -gsample : gsample;
     }
-    if (!want_level) g_level = 0.f;
-    if (p.grad_bias) p.grad_bias[i] = g_level;
+    if (!want_level) g_level = 0.0;
+    if (p.grad_bias) p.grad_bias[i] = saturate_f32(g_level);
 
-    float gJ[4] = {0.f, 0.f, 0.f, 0.f};
-    if (p.uv_da && g_level != 0.f) lod_jacobian_grad(L, g_level, gJ);
+    double gJ[4] = {0.0, 0.0, 0.0, 0.0};
+    if (p.uv_da && g_level != 0.0) lod_jacobian_grad(L, g_level, gJ);
     if (!cube) {
-        if (g_uv) { g_uv[0] = g_s; g_uv[1] = g_t; }
+        if (g_uv) { g_uv[0] = saturate_f32(g_s); g_uv[1] = saturate_f32(g_t); }
         if (g_da) {
-            g_da[0] = gJ[0] * p.width;
-            g_da[1] = gJ[1] * p.width;
-            g_da[2] = gJ[2] * p.height;
-            g_da[3] = gJ[3] * p.height;
+            g_da[0] = saturate_f32(gJ[0] * p.width);
+            g_da[1] = saturate_f32(gJ[1] * p.width);
+            g_da[2] = saturate_f32(gJ[2] * p.height);
+            g_da[3] = saturate_f32(gJ[3] * p.height);
         }
         return;
     }
     // Cube: s = (us + 1) / 2 with us = sc / ma; J as in lod_jacobian.
     const FaceAxes& a = L.ax;
-    float g_us = 0.5f * g_s, g_ut = 0.5f * g_t, g_ma = 0.f;
-    if (gJ[0] != 0.f || gJ[1] != 0.f || gJ[2] != 0.f || gJ[3] != 0.f) {
+    double ma = L.ma, us = L.us, ut = L.ut;
+    double g_us = 0.5 * g_s, g_ut = 0.5 * g_t, g_ma = 0.0;
+    if (gJ[0] != 0.0 || gJ[1] != 0.0 || gJ[2] != 0.0 || gJ[3] != 0.0) {
         const float* da = p.uv_da + 6 * i;
-        float k = 0.5f * p.height / L.ma;
+        double k = 0.5 * p.height / ma;
         for (int xy = 0; xy < 2; ++xy) {
-            float dma = a.sm * da[2 * a.m + xy];
-            float gs = gJ[xy], gt = gJ[2 + xy];
+            double dma = a.sm * da[2 * a.m + xy];
+            double gs = gJ[xy], gt = gJ[2 + xy];
             g_us -= k * dma * gs;
             g_ut -= k * dma * gt;
-            g_ma -= (L.J[xy] * gs + L.J[2 + xy] * gt) / L.ma;
+            g_ma -= (L.J[xy] * gs + L.J[2 + xy] * gt) / ma;
             if (g_da) {
-                g_da[2 * a.s + xy] = a.ss * k * gs;
-                g_da[2 * a.t + xy] = a.st * k * gt;
-                g_da[2 * a.m + xy] = -a.sm * k * (L.us * gs + L.ut * gt);
+                g_da[2 * a.s + xy] = saturate_f32(a.ss * k * gs);
+                g_da[2 * a.t + xy] = saturate_f32(a.st * k * gt);
+                g_da[2 * a.m + xy] = saturate_f32(-a.sm * k * (us * gs + ut * gt));
             }
         }
     }
     if (g_uv) {
-        g_ma -= (g_us * L.us + g_ut * L.ut) / L.ma;
-        g_uv[a.s] = a.ss * g_us / L.ma;
-        g_uv[a.t] = a.st * g_ut / L.ma;
-        g_uv[a.m] = a.sm * g_ma;
+        g_ma -= (g_us * us + g_ut * ut) / ma;
+        g_uv[a.s] = saturate_f32(a.ss * g_us / ma);
+        g_uv[a.t] = saturate_f32(a.st * g_ut / ma);
+        g_uv[a.m] = saturate_f32(a.sm * g_ma);
     }
 }
 
@@ -475,6 +502,7 @@ struct MipParams {
     int fh, fw, ch, cw;
     int channels;
 };
+GLRAST_LAYOUT(MipParams, fine, coarse, fh, fw, ch, cw, channels)
 
 // Thread i handles coarse texel i and the (up to) 2x2 block of fine texels below
 // it; blocks do not overlap, so the gradient kernel needs no atomics.
@@ -500,10 +528,10 @@ GLRAST_KERNEL(mip_down, MipParams) {
     MipBlock m = mip_block(p, i);
     float scale = 1.f / (float)(m.bw * m.bh);
     for (int c = 0; c < p.channels; ++c) {
-        float sum = 0.f;
+        double sum = 0.0;  // texels near the float limit would overflow a float sum
         for (int dy = 0; dy < m.bh; ++dy)
             for (int dx = 0; dx < m.bw; ++dx) sum += p.fine[m.fine + ((i64)dy * p.fw + dx) * p.channels + c];
-        p.coarse[m.coarse + c] = sum * scale;
+        p.coarse[m.coarse + c] = narrow_f32(sum * scale);
     }
 }
 

@@ -6,6 +6,7 @@ received, so that a user can fix the call without reading glrast's source.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -31,6 +32,8 @@ def tensor(
     """
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{fn}: {name} must be a torch.Tensor of shape {expected}, got {type(t).__name__}")
+    if t.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{fn}: {name} must be on a CPU or CUDA device, got {describe(t)}")
     if t.dtype != dtype:
         raise TypeError(f"{fn}: {name} must have dtype {dtype}, got {describe(t)}")
     if t.ndim not in ndims or (last is not None and t.shape[-1] != last):
@@ -46,8 +49,9 @@ def same_device(fn: str, device: torch.device, **tensors: torch.Tensor | None) -
             )
 
 
-def triangles(fn: str, tri: torch.Tensor, num_vertices: int) -> None:
-    """Every index in `tri` must address one of `num_vertices` vertices."""
+def triangles(fn: str, tri: torch.Tensor, num_vertices: int, holder: str = "pos") -> None:
+    """Every index in `tri` must address one of the `num_vertices` vertices that `holder` (the
+    argument that holds one row per vertex, e.g. "pos" or "attr") has."""
     if tri.numel() == 0:
         return
     lo, hi = int(tri.min()), int(tri.max())
@@ -55,14 +59,14 @@ def triangles(fn: str, tri: torch.Tensor, num_vertices: int) -> None:
         bad = lo if lo < 0 else hi
         raise ValueError(
             f"{fn}: tri holds vertex index {bad}, outside [0, {num_vertices}) "
-            f"(the position tensor has {num_vertices} vertices)"
+            f"({holder} has {num_vertices} vertices)"
         )
 
 
 def resolution(fn: str, res: object, limit: int) -> tuple[int, int]:
     try:
-        h, w = (int(x) for x in res)  # type: ignore[union-attr]
-        ok = (h, w) == tuple(res)  # rejects 2.5 and similar
+        h, w = (operator.index(x) for x in res)  # type: ignore[union-attr]  # ints and integer scalars
+        ok = not any(isinstance(x, bool) for x in res)  # type: ignore[union-attr]
     except (TypeError, ValueError):
         ok = False
     if not ok:

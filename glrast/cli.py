@@ -1,5 +1,10 @@
 """The `glrast` command. One argparse subcommand per task; each is a function
-`_cmd_<name>(args) -> int` registered in `build_parser()`."""
+`_cmd_<name>(args) -> int` registered in `build_parser()`.
+
+Every failure is one line on stderr, `glrast: error: ...`, with exit status 2 for
+a usage error (bad options, missing input files, missing optional dependencies are
+reported before any work) and 1 for a job that failed; `--debug` shows the
+traceback instead. Nothing here imports torch at module level."""
 
 from __future__ import annotations
 
@@ -15,11 +20,63 @@ from typing import Any
 
 from ._version import __version__
 
-EXAMPLES = ("triangle", "cube", "earth", "envphong", "pose")
+EXAMPLES = ("triangle", "cube", "earth", "envphong", "pose", "distributed_fit")
+# `glrast demo NAME` -> examples/<script>.py
+DEMOS = {**{name: name for name in EXAMPLES[:-1]}, "distributed": "distributed_fit"}
+# Optional dependencies (pip names) each command needs, checked before it starts: all of them
+# come with `pip install 'glrast[examples]'`. tqdm is optional (plain progress lines without it).
+NEEDS = {
+    "demo triangle": ("pillow",),
+    **{f"demo {name}": ("pillow", "matplotlib") for name in DEMOS if name != "triangle"},
+    "render": ("pillow", "trimesh"),
+    "view": ("trimesh",),
+}
+_MODULE_OF = {"pillow": "PIL", "matplotlib": "matplotlib", "trimesh": "trimesh", "tqdm": "tqdm"}
+
+
+class UsageError(Exception):
+    """A command line that cannot work (reported with exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `glrast: error: <subcommand>: <message>`, exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        where = self.prog.removeprefix("glrast").strip()
+        self.exit(2, f"glrast: error: {where + ': ' if where else ''}{message} (see {self.prog} --help)\n")
+
+
+def require(command: str) -> None:
+    """Raise UsageError naming the missing optional dependencies of `command` (a key of NEEDS),
+    without importing anything."""
+    missing = [name for name in NEEDS.get(command, ()) if importlib.util.find_spec(_MODULE_OF[name]) is None]
+    if missing:
+        raise UsageError(
+            f"glrast {command} needs {', '.join(missing)}, not installed: pip install 'glrast[examples]'"
+        )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _degrees_between(lo: float, hi: float):
+    """argparse type: an angle in degrees strictly between lo and hi."""
+
+    def parse(text: str) -> float:
+        value = float(text)
+        if not lo < value < hi:
+            raise argparse.ArgumentTypeError(f"must be strictly between {lo:g} and {hi:g} degrees, got {value:g}")
+        return value
+
+    return parse
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from .doctor import doctor, format_report
+    from .diagnostics import doctor, format_report
 
     report = doctor()
     print(json.dumps(report, indent=2) if args.json else format_report(report))
@@ -65,7 +122,8 @@ def load_example(name: str) -> Any:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    load_example(args.name).main(list(args.options))
+    require(f"demo {args.name}")
+    load_example(DEMOS[args.name]).main(list(args.options))
     return 0
 
 
@@ -114,7 +172,10 @@ def _read_cameras(path: Path, pos: Any) -> list[tuple[Any, int, int]]:
 
     from . import camera
 
-    data = json.loads(path.read_text())
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not a JSON camera file ({e})") from None
     entries = data if isinstance(data, list) else [data]
     out = []
     for k, cam in enumerate(entries):
@@ -131,28 +192,21 @@ def _read_cameras(path: Path, pos: Any) -> list[tuple[Any, int, int]]:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
+    for what, path in (("mesh file", args.mesh), ("--camera file", args.camera)):
+        if path is not None and not path.is_file():
+            raise UsageError(f"render: no such {what}: {path}")
+    require("render")
     import numpy as np
-    import torch
+    from PIL import Image
 
     import glrast as dr
 
     from . import camera, mesh
+    from .context import resolve_device
     from .shading import shade, unit_sphere_transform
 
-    try:
-        from PIL import Image
-    except ImportError as e:
-        raise ImportError("glrast render writes PNGs with pillow: pip install pillow") from e
     start = time.perf_counter()
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if not -90.0 < args.elevation < 90.0:
-        raise ValueError(
-            f"glrast render: --elevation must be strictly between -90 and 90 degrees, got {args.elevation}"
-        )
-    if not 0.0 < args.fov < 180.0:
-        raise ValueError(f"glrast render: --fov must be strictly between 0 and 180 degrees, got {args.fov}")
-    if min(args.res) < 1 or args.views < 1:
-        raise ValueError(f"glrast render: --res and --views must be >= 1, got --res {args.res} --views {args.views}")
+    device = resolve_device(args.device, "glrast render --device")
     m = mesh.load(args.mesh, device=device)
     if args.camera:
         cams = _read_cameras(Path(args.camera), m.pos)
@@ -180,19 +234,19 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 def _cmd_view(args: argparse.Namespace) -> int:
+    for what, path in (("mesh file", args.mesh), ("--texture file", args.texture)):
+        if path is not None and not path.is_file():
+            raise UsageError(f"view: no such {what}: {path}")
+    require("view")
     from .mesh_viewer import run
-    from .viewer import ViewerUnavailableError
 
-    try:
-        return run(args.mesh, texture=args.texture, res=tuple(args.res), device=args.device, out=args.out)
-    except ViewerUnavailableError as e:
-        print(e, file=sys.stderr)
-        return 1
+    return run(args.mesh, texture=args.texture, res=tuple(args.res), device=args.device, out=args.out)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="glrast", description="glrast: differentiable rasterization")
+    parser = _Parser(prog="glrast", description="glrast: differentiable rasterization")
     parser.add_argument("--version", action="version", version=f"glrast {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     doctor = commands.add_parser(
         "doctor",
@@ -207,13 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         usage="glrast demo NAME [--out DIR] [--display] [options of the example]",
-        help="run one of the examples (triangle, cube, earth, envphong, pose)",
+        help=f"run one of the examples ({', '.join(DEMOS)})",
         description="Run examples/NAME.py of this checkout. Every option after NAME goes to the example: "
         "--out DIR (default out/NAME), --display (target, current and difference live in a window, with the "
         "loss curve), --steps, --res, ... "
         "(glrast demo NAME --help lists them).",
     )
-    demo.add_argument("name", choices=EXAMPLES, metavar="NAME", help=", ".join(EXAMPLES))
+    demo.add_argument("name", choices=DEMOS, metavar="NAME", help=", ".join(DEMOS))
     demo.add_argument("options", nargs=argparse.REMAINDER, help="options of the example")
     demo.set_defaults(run=_cmd_demo)
 
@@ -226,11 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.add_argument("mesh", type=Path, help="mesh file")
     render.add_argument("--out", type=Path, required=True, help="output folder")
-    render.add_argument("--res", type=int, nargs=2, default=(512, 512), metavar=("H", "W"),
+    render.add_argument("--res", type=_positive_int, nargs=2, default=(512, 512), metavar=("H", "W"),
                         help="image height and width in pixels (default 512 512)")  # fmt: skip
-    render.add_argument("--views", type=int, default=8, help="orbit cameras evenly spaced in azimuth (default 8)")
-    render.add_argument("--fov", type=float, default=40.0, help="vertical field of view in degrees (default 40)")
-    render.add_argument("--elevation", type=float, default=20.0, help="orbit elevation in degrees (default 20)")
+    render.add_argument("--views", type=_positive_int, default=8,
+                        help="orbit cameras evenly spaced in azimuth (default 8)")  # fmt: skip
+    render.add_argument("--fov", type=_degrees_between(0, 180), default=40.0,
+                        help="vertical field of view in degrees, in (0, 180) (default 40)")  # fmt: skip
+    render.add_argument("--elevation", type=_degrees_between(-90, 90), default=20.0,
+                        help="orbit elevation in degrees, in (-90, 90) (default 20)")  # fmt: skip
     render.add_argument(
         "--camera", type=Path, default=None, metavar="JSON",
         help="OpenCV cameras instead of the orbit: a JSON list of {K: 3x3, R: 3x3, t: [3], width, height, "
@@ -251,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("mesh", type=Path, help="mesh file")
     view.add_argument("--texture", type=Path, default=None, metavar="IMG",
                       help="image to map through the mesh's texture coordinates (instead of its own texture)")
-    view.add_argument("--res", type=int, nargs=2, default=(512, 512), metavar=("H", "W"),
+    view.add_argument("--res", type=_positive_int, nargs=2, default=(512, 512), metavar=("H", "W"),
                       help="rendered image height and width in pixels = the window's size (default 512 512)")
     view.add_argument("--out", type=Path, default=Path("."), help="folder for the PNGs saved with s (default .)")
     view.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -266,10 +323,33 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--runs", type=int, default=None, help="timed calls per case (bench_raster.py's default)")
     bench.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     bench.set_defaults(run=_cmd_bench)
+    for sub in (doctor, demo, render, view, bench):  # also after the command (but not after demo NAME: the example's)
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
+def _fail(status: int, error: BaseException) -> int:
+    message = " ".join(str(error).split()) or type(error).__name__
+    print(f"glrast: error: {message}", file=sys.stderr)
+    return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `glrast` command (and `python -m glrast`); returns the exit status."""
+    """Entry point of the `glrast` command (and `python -m glrast`); returns the exit status:
+    0 done, 1 the job failed, 2 a usage error (argparse's own exit with 2 too), 130 interrupted."""
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("glrast: interrupted", file=sys.stderr)
+        return 130
+    except UsageError as e:
+        if args.debug:
+            raise
+        return _fail(2, e)
+    except Exception as e:
+        if args.debug:
+            raise
+        return _fail(1, e)

@@ -10,22 +10,47 @@ from typing import Any
 import moderngl
 import torch
 
+from .pipeline import RasterPipeline
+
 _MODES = ("automatic", "manual")
 
 
-def resolve_device(device: Any) -> torch.device:
-    """None: the current CUDA device if CUDA is available, else the CPU."""
+def resolve_device(device: Any, fn: str = "RasterizeGLContext") -> torch.device:
+    """The torch device a context serves. None: the current CUDA device if CUDA is available, else
+    the CPU; an int is a CUDA index. Anything else that is not a CPU or an available CUDA device
+    raises, naming `fn`."""
     if device is None:
         if torch.cuda.is_available():
             return torch.device("cuda", torch.cuda.current_device())
         return torch.device("cpu")
+    expected = "None, a torch.device, a device string such as 'cpu' or 'cuda:0', or a CUDA index >= 0"
+    if isinstance(device, bool) or not isinstance(device, (int, str, torch.device)):
+        raise TypeError(f"{fn}: device must be {expected}, got {device!r}")
     if isinstance(device, int):
-        return torch.device("cuda", device)
-    dev = torch.device(device)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", torch.cuda.current_device())
+        if device < 0:
+            raise ValueError(f"{fn}: device must be {expected}, got the negative index {device}")
+        dev = torch.device("cuda", device)
+    else:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"{fn}: device must be {expected}, got {device!r}") from None
     if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"RasterizeGLContext: device must be a CPU or CUDA device, got {dev}")
+        raise ValueError(f"{fn}: device must be a CPU or CUDA device, got {dev}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = (
+                f"this torch ({torch.__version__}) is a CPU-only build"
+                if torch.version.cuda is None
+                else "torch finds no CUDA device (driver or CUDA_VISIBLE_DEVICES)"
+            )
+            raise RuntimeError(f"{fn}: device {str(dev)!r} needs CUDA, but {why}; use device='cpu'")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        if dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"{fn}: device {dev} does not exist; torch sees {torch.cuda.device_count()} CUDA device(s)"
+            )
     return dev
 
 
@@ -77,6 +102,11 @@ class RasterizeGLContext:
     ) -> None:
         if mode not in _MODES:
             raise ValueError(f"RasterizeGLContext: mode must be one of {_MODES}, got {mode!r}")
+        if gl_context is not None and not isinstance(gl_context, moderngl.Context):
+            raise TypeError(
+                f"RasterizeGLContext: gl_context must be a moderngl.Context (or None for a headless EGL "
+                f"context), got {type(gl_context).__name__}"
+            )
         self.output_db = bool(output_db)
         self.mode = mode
         self.device = resolve_device(device)
@@ -86,7 +116,7 @@ class RasterizeGLContext:
         self.gl = gl_context if gl_context is not None else _create_egl_context(self.egl_device)
         # The EGLContext handle, to check that making it current worked (glcontext does not check).
         self._egl_handle = self._current_egl_handle() if gl_context is None else None
-        self._pipeline: Any = None
+        self._pipeline: RasterPipeline | None = None
         self.active_peeler: Any = None
         limits = self.gl.info
         self.max_resolution = int(
@@ -180,11 +210,11 @@ class RasterizeGLContext:
             self._check_current(just_made_current=False)
             yield self.gl
 
-    def pipeline(self) -> Any:
-        """The rasterization pipeline (programs, buffers, targets), created on first use."""
+    @property
+    def pipeline(self) -> RasterPipeline:
+        """The visibility pass's GL objects (programs, buffers, targets), created on
+        first use; use it inside `activate()`."""
         if self._pipeline is None:
-            from .raster import RasterPipeline
-
             self._pipeline = RasterPipeline(self.gl)
         return self._pipeline
 
@@ -217,6 +247,9 @@ class RasterizeGLContext:
                 pass
 
 
-def RasterizeCudaContext(device: Any = None) -> RasterizeGLContext:  # noqa: N802 - nvdiffrast's name
-    """nvdiffrast compatibility: a RasterizeGLContext on `device`."""
-    return RasterizeGLContext(device=device)
+class RasterizeCudaContext(RasterizeGLContext):
+    """nvdiffrast compatibility: a RasterizeGLContext on `device` (nvdiffrast 0.4 scripts create one;
+    here it is the same GL visibility pass, on CUDA tensors or the CPU)."""
+
+    def __init__(self, device: Any = None) -> None:
+        super().__init__(device=resolve_device(device, "RasterizeCudaContext"))

@@ -38,6 +38,7 @@ from ctypes.util import find_library
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import cuda_driver
 from ._log import logger
 
 EGL_EXTENSIONS = 0x3055
@@ -317,29 +318,10 @@ def select_device(
     return match.index
 
 
-def cuda_pci_bus_id(cuda_index: int) -> str | None:
-    """PCI address of CUDA device `cuda_index` from the driver; None when unavailable."""
-    try:
-        from cuda.bindings import driver
-
-        if int(driver.cuInit(0)[0]) != 0:
-            return None
-        err, dev = driver.cuDeviceGet(cuda_index)
-        if int(err) != 0:
-            return None
-        err, bus_id = driver.cuDeviceGetPCIBusId(32, dev)
-    except Exception:  # no driver library: the ordinal alone decides
-        return None
-    if int(err) != 0:
-        return None
-    text = bus_id.decode(errors="replace") if isinstance(bus_id, bytes) else str(bus_id)
-    return text.split("\0")[0].strip() or None
-
-
 def egl_device_for_cuda(cuda_index: int) -> int:
     """glcontext's `device_index` of the EGL device that is torch's `cuda:<cuda_index>`."""
     try:
         devices = query_devices()
     except EglUnavailableError as e:
         raise RuntimeError(f"cannot enumerate EGL devices to find CUDA device {cuda_index}: {e}") from None
-    return select_device(devices, cuda_index, cuda_pci_bus_id(cuda_index), os.environ.get(DEVICE_INDEX_ENV))
+    return select_device(devices, cuda_index, cuda_driver.pci_bus_id(cuda_index), os.environ.get(DEVICE_INDEX_ENV))

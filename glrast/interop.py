@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from . import kernels
+from . import cuda_driver
 
 GL_TEXTURE_2D = 0x0DE1
 
@@ -53,7 +53,7 @@ def gl_error_message(code: str) -> str:
 def interop_error_message(err: object, what: str, gl_error: str = "GL_NO_ERROR") -> str:
     """The message for a failed CUDA-GL interop call: the CUDA error and its likely
     cause, plus the GL error that was pending, which often is the real cause."""
-    message = kernels.cuda_error_message(err, what)
+    message = cuda_driver.cuda_error_message(err, what)
     pending = gl_error_message(gl_error)
     return f"{message}. A GL error was pending: {pending}" if pending else message
 
@@ -72,7 +72,7 @@ class CudaTargets:
         flags = driver.CUgraphicsRegisterFlags
         flag = flags.CU_GRAPHICS_REGISTER_FLAGS_WRITE_DISCARD if write else flags.CU_GRAPHICS_REGISTER_FLAGS_READ_ONLY
         try:
-            with kernels.cuda_context(device):
+            with cuda_driver.cuda_context(device):
                 for tex in textures:
                     self.resources.append(
                         self._check(driver.cuGraphicsGLRegisterImage(tex.glo, GL_TEXTURE_2D, flag), "registering")
@@ -84,8 +84,8 @@ class CudaTargets:
     def _check(self, result: tuple, what: str):
         if int(result[0]) != 0:
             message = interop_error_message(result[0], f"CUDA-GL interop on {self.device} ({what})", self.gl.error)
-            raise kernels.CudaError(message)
-        return kernels.check_cuda(result, what)
+            raise cuda_driver.CudaError(message)
+        return cuda_driver.check_cuda(result, what)
 
     def copy(self, outs: Sequence[tuple[int, torch.Tensor]], viewport: tuple[int, int, int, int]) -> None:
         """Copy the viewport of registered texture `i` into `out` for each (i, out);
@@ -109,7 +109,7 @@ class CudaTargets:
         # cuGraphicsMapResources takes the address of a C array of resource handles.
         handle_array = (ctypes.c_void_p * len(handles))(*(int(h) for h in handles))
         address = ctypes.addressof(handle_array)
-        with kernels.cuda_context(self.device):
+        with cuda_driver.cuda_context(self.device):
             self._check(driver.cuGraphicsMapResources(len(handles), address, stream), "mapping")
             try:
                 for handle, (_, tensor) in zip(handles, pairs):
@@ -142,13 +142,13 @@ class CudaTargets:
         if not resources:
             return
         failure = None
-        with kernels.cuda_context(self.device):
+        with cuda_driver.cuda_context(self.device):
             for res in resources:
                 (err,) = driver.cuGraphicsUnregisterResource(res)
                 if int(err) != 0 and err.name not in _RESOURCE_GONE and failure is None:
                     failure = interop_error_message(err, f"CUDA-GL interop on {self.device} (unregistering)")
         if failure:
-            raise kernels.CudaError(failure)
+            raise cuda_driver.CudaError(failure)
 
 
 class TargetReader:

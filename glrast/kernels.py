@@ -4,9 +4,12 @@
 device: built with NVRTC (cuda-python) into a cubin and launched through the
 CUDA driver API on torch's current stream for CUDA devices, or built with the
 host C++ compiler into a shared library loaded with ctypes for the CPU.
-Every kernel takes ``(Params, n)`` where Params is a ``ctypes.Structure``
-mirroring the C struct (see csrc/common.h); the same structure object serves
-both launches.
+Every kernel takes ``(params, n)`` where params is a `params.Params` mirror of
+the C struct (see csrc/common.h); the same structure object serves both
+launches, and each mirror is checked against the compiled struct's exported
+layout the first time a module launches with it (glrast/params.py). Scatter-adds
+of gradients go through `accumulator` (per-thread copies on the CPU, atomics on
+CUDA), whose memory is capped by ``$GLRAST_ACCUMULATOR_MB``.
 
 Compiled artifacts are cached on disk in ``$GLRAST_CACHE_DIR`` (default
 ``~/.cache/glrast``) under a key that hashes the source, every header it
@@ -18,32 +21,41 @@ and an interrupted build leaves nothing half-written behind.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import functools
 import hashlib
+import math
 import os
 import re
 import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from . import ids
 from ._resources import resource_dir
 from ._version import __version__
+from .cuda_driver import check_cuda, cuda_context
+from .params import Accumulator, Params, check_constants, check_layout, expect_constants
 
-ACCUMULATOR_BYTES = 1 << 28  # per-thread gradient copies, host build (see Accumulator in common.h)
-HOST_FLAGS = ("-std=c++20", "-O3", "-fopenmp", "-shared", "-fPIC", "-x", "c++")
-NVRTC_FLAGS = ("-std=c++17", "-default-device")
+# Both compilers read the kernels as the same C++ dialect.
+CXX_STANDARD = "-std=c++20"
+HOST_FLAGS = (CXX_STANDARD, "-O3", "-fopenmp", "-shared", "-fPIC", "-x", "c++")
+NVRTC_FLAGS = (CXX_STANDARD, "-default-device")
+ACCUMULATOR_MB_ENV = "GLRAST_ACCUMULATOR_MB"
+DEFAULT_ACCUMULATOR_MB = 256
 CUDA_BLOCK = 256
 
 _INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.MULTILINE)
 _lock = threading.Lock()
 _modules: dict[tuple[str, str], object] = {}
+
+
+expect_constants("*", "triangle_ids", ids.C_CONSTANTS)
 
 
 class KernelBuildError(RuntimeError):
@@ -141,126 +153,61 @@ def build_host(name: str) -> Path:
     return final
 
 
-class HostModule:
+class _Module:
+    """What both builds share: the mirror checks and the function table. Each
+    build provides `read_global(symbol, size) -> bytes | None`: the first `size`
+    bytes of an exported global (up to its NUL for size None), None if absent."""
+
+    name: str
+
+    def __init__(self) -> None:
+        self._checked: set[type] = set()
+        self._functions: dict[str, object] = {}
+        check_constants(self.name, self.read_global)
+
+    def _check(self, kind: type) -> None:
+        """Once per params type: its layout equals the compiled struct's (see params.py)."""
+        if not issubclass(kind, Params):
+            raise TypeError(f"csrc/{self.name}.cu kernels take a params.Params mirror, got {kind.__name__}")
+        check_layout(kind, self.name, self.read_global)
+        self._checked.add(kind)
+
+
+class HostModule(_Module):
     """A host-compiled kernel library; kernels run synchronously under OpenMP."""
 
     def __init__(self, name: str):
         self.name = name
         self._lib = ctypes.CDLL(str(build_host(name)))
+        super().__init__()
+
+    def read_global(self, symbol: str, size: int | None) -> bytes | None:
+        try:
+            address = ctypes.addressof(ctypes.c_char.in_dll(self._lib, symbol))
+        except ValueError:
+            return None
+        return ctypes.string_at(address) if size is None else ctypes.string_at(address, size)
 
     def accumulation_slots(self, floats: int) -> int:
         """Slots for an Accumulator of `floats` values: one per OpenMP thread while
-        their total stays within ACCUMULATOR_BYTES, else 1 (shared, atomic)."""
+        their total stays within the accumulator cap, else 1 (shared, atomic)."""
         threads = self._lib.glrast_num_threads()
-        return threads if threads * floats * 4 <= ACCUMULATOR_BYTES else 1
+        return threads if threads * floats * 4 <= accumulator_cap_bytes() else 1
 
-    def launch(self, kernel: str, params: ctypes.Structure, n: int) -> None:
-        if n <= 0:
-            return
+    def _function(self, kernel: str):
         fn = getattr(self._lib, kernel)
         fn.restype = None
         fn.argtypes = [ctypes.c_void_p, ctypes.c_longlong]
+        self._functions[kernel] = fn
+        return fn
+
+    def launch(self, kernel: str, params: Params, n: int) -> None:
+        if n <= 0:
+            return
+        if type(params) not in self._checked:
+            self._check(type(params))
+        fn = self._functions.get(kernel) or self._function(kernel)
         fn(ctypes.addressof(params), n)
-
-
-# ---------------------------------------------------------------------------
-# CUDA driver plumbing (shared with interop.py)
-
-# Likely causes of CUDA driver / NVRTC errors in glrast's use of them, by error name.
-CUDA_ERROR_HINTS: dict[str, str] = {
-    "CUDA_ERROR_NOT_INITIALIZED": "the CUDA driver was not initialized (cuInit); CUDA was used before torch set it up",
-    "CUDA_ERROR_DEINITIALIZED": "the CUDA driver is shutting down (interpreter exit?)",
-    "CUDA_ERROR_NO_DEVICE": "no CUDA device is visible (check CUDA_VISIBLE_DEVICES and nvidia-smi)",
-    "CUDA_ERROR_INVALID_DEVICE": "wrong device: the GL context and the tensor are on different GPUs, or the CUDA "
-    "ordinal does not exist",
-    "CUDA_ERROR_INVALID_CONTEXT": "no CUDA context is current on this thread (torch's primary context was not made "
-    "current), or it belongs to another device",
-    "CUDA_ERROR_CONTEXT_IS_DESTROYED": "the CUDA context was destroyed (torch or the process is shutting down)",
-    "CUDA_ERROR_INVALID_GRAPHICS_CONTEXT": "the OpenGL context is not current on this thread, or it is not NVIDIA's "
-    "GL on the tensor's GPU (wrong EGL device, Mesa, or WSL's GL); run `glrast doctor`",
-    "CUDA_ERROR_OPERATING_SYSTEM": "the driver refused GL interop: GL and CUDA are not the same NVIDIA driver "
-    "(Mesa GL, WSL, or a remote display)",
-    "CUDA_ERROR_INVALID_HANDLE": "a stale handle: the GL texture was released or reallocated while registered, or a "
-    "module is used after its context went away",
-    "CUDA_ERROR_INVALID_VALUE": "invalid argument; in GL interop: a GL error may be pending, the texture format "
-    "cannot be registered, or the copy reaches outside the texture",
-    "CUDA_ERROR_ALREADY_MAPPED": "the render target is still mapped (an earlier copy failed half-way)",
-    "CUDA_ERROR_NOT_MAPPED": "the render target is not mapped for CUDA",
-    "CUDA_ERROR_NOT_MAPPED_AS_ARRAY": "the GL object is not a texture (a buffer cannot be read as an array)",
-    "CUDA_ERROR_MAP_FAILED": "mapping the GL texture failed: a GL error may be pending or the GL context is lost",
-    "CUDA_ERROR_UNKNOWN": "unknown driver error; in GL interop usually a GL context that is not current or "
-    "belongs to another GPU",
-    "CUDA_ERROR_OUT_OF_MEMORY": "the GPU is out of memory",
-    "CUDA_ERROR_NO_BINARY_FOR_GPU": "the cubin does not fit this GPU; NVRTC targeted another architecture",
-    "CUDA_ERROR_INVALID_IMAGE": "the driver cannot load NVRTC's output: the driver is older than NVRTC; update the "
-    "driver or install an nvidia-cuda-nvrtc matching its CUDA version",
-    "CUDA_ERROR_UNSUPPORTED_PTX_VERSION": "the driver is older than NVRTC and cannot JIT its PTX; update the driver "
-    "or install an nvidia-cuda-nvrtc matching the driver's CUDA version",
-    "CUDA_ERROR_INVALID_PTX": "the driver could not JIT the PTX (driver older than NVRTC?)",
-    "CUDA_ERROR_NOT_FOUND": "the kernel name is not in the module (csrc/ and the Python launch disagree)",
-    "CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES": "too many registers or threads for this GPU at this block size",
-    "CUDA_ERROR_ILLEGAL_ADDRESS": "a kernel read or wrote outside its tensors (a glrast bug: please report it); the "
-    "CUDA context is now unusable, restart the process",
-    "CUDA_ERROR_LAUNCH_FAILED": "a kernel crashed; the CUDA context is now unusable, restart the process",
-    "NVRTC_ERROR_INVALID_OPTION": "this NVRTC does not accept an option (an architecture it does not know?)",
-    "NVRTC_ERROR_COMPILATION": "the kernel source does not compile; see the log",
-    "NVRTC_ERROR_BUILTIN_OPERATION_FAILURE": "NVRTC's built-in headers are missing or broken; reinstall "
-    "nvidia-cuda-nvrtc",
-}
-
-
-class CudaError(RuntimeError):
-    """A CUDA driver, runtime or NVRTC call failed; the message says the likely cause."""
-
-
-def cuda_error_message(err: object, what: str) -> str:
-    """'<what> failed: <ERROR_NAME> (<code>): <likely cause>' for a cuda-python result code."""
-    name = getattr(err, "name", None) or str(err)
-    hint = CUDA_ERROR_HINTS.get(name, "see the CUDA documentation for this error")
-    return f"{what} failed: {name} ({int(err)}): {hint}"
-
-
-def check_cuda(result: tuple, what: str):
-    """Unpack a cuda-python (err, *values) tuple; raises CudaError unless err is success."""
-    err, *values = result
-    if int(err) != 0:
-        raise CudaError(cuda_error_message(err, what))
-    if not values:
-        return None
-    return values[0] if len(values) == 1 else values
-
-
-@functools.cache
-def primary_context(index: int):
-    """The primary CUDA context of device `index`: the one torch's runtime works in
-    (retained once for the process's lifetime)."""
-    from cuda.bindings import driver
-
-    torch.cuda.init()
-    check_cuda(driver.cuInit(0), "cuInit")
-    dev = check_cuda(driver.cuDeviceGet(index), f"cuDeviceGet({index})")
-    return check_cuda(driver.cuDevicePrimaryCtxRetain(dev), f"cuDevicePrimaryCtxRetain({index})")
-
-
-@contextlib.contextmanager
-def cuda_context(device: torch.device) -> Iterator[None]:
-    """Make torch's (primary) context of `device` current for driver API calls.
-
-    The runtime makes it current lazily, so a thread that has done no runtime call
-    on this device (or has another context current) would otherwise get
-    CUDA_ERROR_INVALID_CONTEXT. The caller's current context is restored after."""
-    from cuda.bindings import driver
-
-    ctx = primary_context(device.index if device.index is not None else torch.cuda.current_device())
-    current = check_cuda(driver.cuCtxGetCurrent(), "cuCtxGetCurrent")
-    if int(current) == int(ctx):
-        yield
-        return
-    check_cuda(driver.cuCtxPushCurrent(ctx), "cuCtxPushCurrent")
-    try:
-        yield
-    finally:
-        check_cuda(driver.cuCtxPopCurrent(), "cuCtxPopCurrent")
 
 
 # ---------------------------------------------------------------------------
@@ -349,7 +296,7 @@ def build_nvrtc(name: str, arch: int, target: str = "cubin") -> bytes:
     return image
 
 
-class CudaModule:
+class CudaModule(_Module):
     """An NVRTC-compiled module loaded into torch's primary context on one CUDA device.
 
     Kernels launch on torch's current stream of that device, so they order with
@@ -366,24 +313,43 @@ class CudaModule:
         image = build_nvrtc(name, self.arch, self.target)
         with cuda_context(device):
             self._module = check_cuda(driver.cuModuleLoadData(image), f"loading csrc/{name}.cu on {device}")
-        self._functions: dict[str, object] = {}
         # Grid-stride kernels: enough blocks to fill the GPU, not one per element.
         self._max_blocks = torch.cuda.get_device_properties(device).multi_processor_count * 32
+        super().__init__()
+
+    def read_global(self, symbol: str, size: int | None) -> bytes | None:
+        driver = self._driver
+        with cuda_context(self.device):
+            err, address, nbytes = driver.cuModuleGetGlobal(self._module, symbol.encode())
+            if err == driver.CUresult.CUDA_ERROR_NOT_FOUND:
+                return None
+            check_cuda((err,), f"reading {symbol} of csrc/{self.name}.cu on {self.device}")
+            nbytes = nbytes if size is None else min(size, nbytes)
+            host = ctypes.create_string_buffer(nbytes)
+            check_cuda(
+                driver.cuMemcpyDtoH(ctypes.addressof(host), address, nbytes),
+                f"reading {symbol} of csrc/{self.name}.cu on {self.device}",
+            )
+        return host.raw
 
     def accumulation_slots(self, floats: int) -> int:
         """CUDA kernels accumulate with atomics into a single slot."""
         return 1
 
-    def launch(self, kernel: str, params: ctypes.Structure, n: int) -> None:
+    def _function(self, kernel: str):
+        fn = check_cuda(self._driver.cuModuleGetFunction(self._module, kernel.encode()), f"{self.name}.{kernel}")
+        self._functions[kernel] = fn
+        return fn
+
+    def launch(self, kernel: str, params: Params, n: int) -> None:
         """Run `kernel(params, n)` over n elements on torch's current stream (asynchronous)."""
         if n <= 0:
             return
         driver = self._driver
         with cuda_context(self.device):
-            fn = self._functions.get(kernel)
-            if fn is None:
-                fn = check_cuda(driver.cuModuleGetFunction(self._module, kernel.encode()), f"{self.name}.{kernel}")
-                self._functions[kernel] = fn
+            if type(params) not in self._checked:
+                self._check(type(params))
+            fn = self._functions.get(kernel) or self._function(kernel)
             count = ctypes.c_longlong(n)
             # kernelParams: the address of an array of pointers to each argument's value;
             # the driver copies the values during the call, so locals suffice.
@@ -409,25 +375,41 @@ def module(name: str, device: torch.device) -> HostModule | CudaModule:
     return mod
 
 
-def ptr(t: torch.Tensor | None) -> int | None:
-    """Data pointer for a kernel parameter (None for an absent optional tensor)."""
-    return None if t is None else t.data_ptr()
+def accumulator_cap_bytes() -> int:
+    """The most memory one gradient's per-thread copies may take on the host
+    (``$GLRAST_ACCUMULATOR_MB``, default 256 MiB); above it the threads share one
+    copy and add with atomics, which is slower but needs no extra memory."""
+    raw = os.environ.get(ACCUMULATOR_MB_ENV, "")
+    try:
+        megabytes = float(raw) if raw else DEFAULT_ACCUMULATOR_MB
+    except ValueError:
+        megabytes = -1.0
+    if not megabytes >= 0:
+        raise ValueError(f"${ACCUMULATOR_MB_ENV} must be a number of MiB >= 0, got {raw!r}")
+    return int(megabytes * (1 << 20))
 
 
-class Accumulator(ctypes.Structure):
-    """Mirror of `Accumulator` in csrc/common.h: a gradient buffer for scatter-adds."""
-
-    _fields_ = [("data", ctypes.c_void_p), ("size", ctypes.c_longlong), ("count", ctypes.c_int)]
-
-
-def accumulator(mod: HostModule | CudaModule, like: torch.Tensor) -> tuple[torch.Tensor, Accumulator]:
-    """Zeroed slots [count, *like.shape] for a gradient shaped like `like`, and their
-    Accumulator; `collect(slots)` gives the gradient after the launch."""
-    count = mod.accumulation_slots(like.numel())
-    slots = torch.zeros(count, *like.shape, dtype=torch.float32, device=like.device)
-    return slots, Accumulator(slots.data_ptr(), like.numel(), count)
+def accumulator(
+    mod: HostModule | CudaModule, shape: Sequence[int], device: torch.device
+) -> tuple[torch.Tensor, Accumulator]:
+    """Zeroed float32 slots [count, *shape] on `device` for a gradient of `shape`,
+    and their Accumulator; `collect(slots)` gives the gradient after the launch."""
+    size = math.prod(shape)
+    count = mod.accumulation_slots(size)
+    slots = torch.zeros(count, *shape, dtype=torch.float32, device=device)
+    return slots, Accumulator(data=slots.data_ptr(), size=size, count=count)
 
 
 def collect(slots: torch.Tensor) -> torch.Tensor:
-    """The gradient held in accumulation slots (their sum)."""
-    return slots[0] if slots.shape[0] == 1 else slots.sum(0)
+    """The gradient held in accumulation slots (their sum), saturated (see `saturate`)."""
+    return saturate(slots[0] if slots.shape[0] == 1 else slots.sum(0))
+
+
+_FLOAT_MAX = torch.finfo(torch.float32).max
+
+
+def saturate(grad: torch.Tensor | None) -> torch.Tensor | None:
+    """Clamp a scattered gradient to the finite floats, in place: the kernels saturate each
+    contribution at the largest float (saturate_f32 in csrc/common.h), but a sum of such contributions
+    could still overflow to infinity. NaN stays NaN."""
+    return None if grad is None else grad.clamp_(-_FLOAT_MAX, _FLOAT_MAX)

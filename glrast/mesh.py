@@ -44,13 +44,16 @@ def vertex_normals(pos: torch.Tensor, tri: torch.Tensor, eps: float = 1e-20) -> 
         raise ValueError(f"vertex_normals: tri must be an integer tensor of shape [T, 3], got {list(tri.shape)}")
     tri = tri.long().to(pos.device)
     _checks.triangles("vertex_normals", tri, pos.shape[-2])
-    p0, p1, p2 = (pos[..., tri[:, k], :] for k in range(3))
+    # In float64: differences, cross products and squared lengths of float32 positions near the float
+    # limit would overflow (and those of tiny positions underflow) in float32.
+    work = pos.double() if pos.dtype in (torch.float16, torch.bfloat16, torch.float32) else pos
+    p0, p1, p2 = (work[..., tri[:, k], :] for k in range(3))
     face = torch.linalg.cross(p1 - p0, p2 - p0)
-    acc = torch.zeros_like(pos)
+    acc = torch.zeros_like(work)
     for k in range(3):
         acc = acc.index_add(-2, tri[:, k], face)
     # normalize with a floor on the squared length so that zero sums stay zero (and finite in backward)
-    return acc * torch.rsqrt((acc * acc).sum(-1, keepdim=True).clamp_min(eps))
+    return (acc * torch.rsqrt((acc * acc).sum(-1, keepdim=True).clamp_min(eps))).to(pos.dtype)
 
 
 def _as_tensors(pos: np.ndarray, tri: np.ndarray, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,7 +200,10 @@ def load(path: str | Path, device: Any = None) -> Mesh:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"mesh.load: no such file: {path}")
-    loaded = trimesh.load(str(path), process=False)
+    try:
+        loaded = trimesh.load(str(path), process=False)
+    except Exception as e:  # trimesh raises whatever its parser for the format meets
+        raise ValueError(f"mesh.load: cannot read {path} as a mesh ({type(e).__name__}: {e})") from e
     if isinstance(loaded, trimesh.Scene):
         if not loaded.geometry:
             raise ValueError(f"mesh.load: {path} holds no geometry")

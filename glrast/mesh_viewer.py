@@ -162,10 +162,11 @@ def run(path: Path, texture: Path | None = None, res: tuple[int, int] = (512, 51
     import glrast as dr
 
     from . import mesh
+    from .context import resolve_device
 
     if min(res) < 1:
         raise ValueError(f"glrast view: --res must be >= 1, got {res}")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device, "glrast view --device")
     m = mesh.load(path, device=dev)
     if texture is not None:
         if m.uv is None:

@@ -22,10 +22,11 @@ uniform int vertex_base;
 uniform vec2 ndc_scale;   // (2 / W, 2 / H)
 uniform sampler2D prev_id; // rast[..., 3] of the previous layer
 
-// The triangle id held by rast[..., 3] (see csrc/common.h), -1 for an empty pixel.
+// The triangle id held by rast[..., 3], -1 for an empty pixel (ID_EXACT_MAX and
+// ID_BITS_BASE are defined by glrast/pipeline.py from glrast/ids.py).
 int decode_id(float w) {
     if (!(w > 0.0)) return -1;
-    return w <= 16777216.0 ? int(w) - 1 : int(floatBitsToUint(w) - 0x4A800000u) - 1;
+    return w <= ID_EXACT_MAX ? int(w) - 1 : int(floatBitsToUint(w) - ID_BITS_BASE) - 1;
 }
 
 // z/w of triangle t at this fragment's pixel centre.

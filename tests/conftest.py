@@ -1,5 +1,7 @@
 """Shared fixtures: every numerical test runs once per device (CPU always,
-CUDA when present; CUDA cases carry the `gpu` mark and skip without CUDA)."""
+CUDA when present; CUDA cases carry the `gpu` mark and skip without CUDA).
+`GPU` is the one definition of that mark: `@gpu_test` for single tests,
+`marks=GPU` for parameters."""
 
 import sys
 from pathlib import Path
@@ -11,13 +13,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import glrast as dr  # noqa: E402
 
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda",
-        marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")],
-    ),
-]
+GPU = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+DEVICES = ["cpu", pytest.param("cuda", marks=GPU)]
+
+
+def gpu_test(fn):
+    """Marked `gpu`; skipped without CUDA."""
+    for mark in GPU:
+        fn = mark(fn)
+    return fn
 
 
 @pytest.fixture(params=DEVICES)

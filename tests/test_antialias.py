@@ -56,8 +56,15 @@ def mask_colour(rast):
 # Against the plain-torch reference
 
 
-@pytest.mark.parametrize("mode,res", [("instanced", (24, 32)), ("range", (17, 23)), ("instanced", (1, 9))])
-def test_values_and_gradients_match_reference(glctx, device, mode, res):
+@pytest.mark.parametrize(
+    "mode,res,shared_accumulator",
+    [("instanced", (24, 32), False), ("range", (17, 23), False), ("instanced", (1, 9), False),
+     ("instanced", (24, 32), True)],
+)  # fmt: skip
+def test_values_and_gradients_match_reference(glctx, device, mode, res, shared_accumulator, monkeypatch):
+    """shared_accumulator: no memory for per-thread copies, the pos gradient is scattered with atomics."""
+    if shared_accumulator:
+        monkeypatch.setenv("GLRAST_ACCUMULATOR_MB", "0")
     pos, tri = sphere_scene()
     ranges = None
     if mode == "range":
@@ -402,6 +409,99 @@ def test_optimising_vertices_matches_a_silhouette_through_coverage_alone(glctx, 
     assert start_err > 3 and err < 0.25
 
 
+def sub_pixel_triangles(count, h, w, seed):
+    """`count` random triangles under 0.5 px across, each around the centre of its own pixel and
+    at a random depth (one mesh, no shared vertices), in front of a full-screen backdrop (last)."""
+    g = torch.Generator().manual_seed(seed)
+    pts = []
+    for k in range(count):
+        cx, cy = (k * 7) % (w - 2) + 1.5, (k * 3) % (h - 2) + 1.5
+        corners = torch.rand(3, 2, generator=g) * 0.5 - 0.25 + torch.tensor([cx, cy])
+        pts.append(corners)
+    rows = []
+    for k, corners in enumerate(pts):
+        depth = -0.5 + 0.01 * k
+        rows.append(screen_triangle(corners.tolist(), h, w, z=depth, wclip=1.0 + 0.2 * (k % 3)))
+    rows.append(screen_triangle([(-4.0, -4.0), (3.0 * w, -4.0), (-4.0, 3.0 * h)], h, w, z=0.9))
+    pos = torch.cat(rows)[None].contiguous()
+    return pos, torch.arange(pos.shape[1], dtype=torch.int32).view(-1, 3)
+
+
+def test_sub_pixel_triangle_blends_stay_within_the_colour_range(glctx, device):
+    """A pixel under a sub-pixel triangle can be blended by all four of its pairs; the blend weights
+    are then scaled to add up to 1, so the output stays a convex combination of the input colours."""
+    px = [[4.35, 4.35], [4.65, 4.47], [4.47, 4.65]]
+    pos = screen_triangle(px, 8, 8)[None]
+    tri = tri_tensor([[0, 1, 2]])
+    rast = render_ids(glctx, device, pos, tri, (8, 8))
+    assert (rast[..., 3] > 0).sum() == 1
+    out = dr.antialias(mask_colour(rast), rast, pos.to(device), tri.to(device))
+    assert out.min() >= 0 and out.max() <= 1
+    # the pixel keeps nothing of its own colour here: its four blends add up to more than 1
+    assert out.sum() == 0
+
+    h, w = 12, 16
+    pos, tri = sub_pixel_triangles(45, h, w, seed=1)
+    rast = render_ids(glctx, device, pos, tri, (h, w))
+    g = torch.Generator().manual_seed(2)
+    color = torch.rand(1, h, w, 3, generator=g)
+    w_out = torch.randn(1, h, w, 3, generator=g)
+    inputs = [color.to(device).requires_grad_(True), pos.to(device).requires_grad_(True)]
+    out = dr.antialias(inputs[0], rast, inputs[1], tri.to(device))
+    grads = torch.autograd.grad((out * w_out.to(device)).sum(), inputs)
+    ref_inputs = [color.double().requires_grad_(True), pos.double().requires_grad_(True)]
+    out_ref = ref.antialias(ref_inputs[0], rast.cpu(), ref_inputs[1], tri)
+    grads_ref = torch.autograd.grad((out_ref * w_out.double()).sum(), ref_inputs)
+    # the old rule (each pair's blend added on its own) leaves the colour range at some of these pixels
+    lo = torch.nn.functional.max_pool2d(-color.permute(0, 3, 1, 2), 3, 1, 1).neg().permute(0, 2, 3, 1)
+    hi = torch.nn.functional.max_pool2d(color.permute(0, 3, 1, 2), 3, 1, 1).permute(0, 2, 3, 1)
+    out = out.detach().cpu()
+    assert (out >= lo).all() and (out <= hi).all()
+    torch.testing.assert_close(out.double(), out_ref.detach(), atol=2e-5, rtol=0)
+    torch.testing.assert_close(grads[0].cpu().double(), grads_ref[0], atol=2e-5, rtol=0)
+    scale = grads_ref[1].abs().max().item()
+    torch.testing.assert_close(grads[1].cpu().double(), grads_ref[1], atol=1e-4 * scale, rtol=1e-3)
+
+
+def test_scaled_blend_gradient_matches_finite_differences(glctx, device):
+    """Where a pixel's blend weights are scaled down (they add up past 1), d out / d pos follows the
+    scaled formula: against central differences of the op."""
+    h, w = 8, 8
+    pos0 = screen_triangle([[4.3, 4.32], [4.72, 4.45], [4.45, 4.7]], h, w, wclip=[1.0, 1.2, 0.9])[None]
+    tri = tri_tensor([[0, 1, 2]]).to(device)
+    rast = render_ids(glctx, device, pos0, tri, (h, w))
+    color = torch.rand(1, h, w, 2, generator=torch.Generator().manual_seed(0)).to(device)
+    weights = torch.randn(1, h, w, 2, generator=torch.Generator().manual_seed(1)).to(device)
+    pos = pos0.to(device).requires_grad_(True)
+    (grad,) = torch.autograd.grad((dr.antialias(color, rast, pos, tri) * weights).sum(), pos)
+    g = torch.Generator().manual_seed(2)
+    for _ in range(3):
+        direction = torch.randn(1, 3, 4, generator=g) * torch.tensor([1.0, 1.0, 0.0, 0.3]) * 0.01
+
+        def loss(t, direction=direction):
+            p = (pos0 + t * direction).to(device)
+            return (dr.antialias(color, rast, p, tri) * weights).double().sum().item()
+
+        eps = 2e-3
+        fd = (loss(eps) - loss(-eps)) / (2 * eps)
+        assert (grad.cpu() * direction).sum().item() == pytest.approx(fd, rel=2e-2, abs=2e-3)
+
+
+def test_extreme_colours_give_finite_outputs_and_gradients(glctx, device):
+    """Colours at the float limit: blends are weighted sums (no overflowing differences), and position
+    gradients whose true value lies beyond float's range saturate at the largest float."""
+    big = torch.finfo(torch.float32).max
+    pos, tri = sphere_scene(seed=3)
+    rast = render_ids(glctx, device, pos, tri, (16, 16))
+    g = torch.Generator().manual_seed(0)
+    color = torch.where(torch.rand(2, 16, 16, 2, generator=g) < 0.5, -big, big).to(device)
+    p = pos.to(device).requires_grad_(True)
+    out = dr.antialias(color, rast, p, tri.to(device))
+    out.sum().backward()
+    assert torch.isfinite(out).all() and out.abs().max() <= big
+    assert torch.isfinite(p.grad).all() and p.grad.abs().max() > 1e30
+
+
 def test_non_finite_positions_do_not_crash(glctx, device):
     pos, tri = sphere_scene(seed=6)
     rast = render_ids(glctx, device, pos, tri, (16, 16))
@@ -476,6 +576,10 @@ def test_validation_errors(device):
         dr.antialias_construct_topology_hash(tri.float())
     with pytest.raises(ValueError, match="tri holds vertex index -1"):
         dr.antialias_construct_topology_hash(tri - 1)
+    with pytest.raises(ValueError, match="antialias_construct_topology_hash: tri must be on a CPU or CUDA device"):
+        dr.antialias_construct_topology_hash(tri.to("meta"))
+    with pytest.raises(ValueError, match=r"antialias: tri holds vertex index 5, outside \[0, 5\) \(pos has 5 vert"):
+        aa(color, rast, pos, tri + 1)
     if device.type == "cpu" and torch.cuda.is_available():
         with pytest.raises(ValueError, match="all tensors must be on one device"):
             aa(color, rast.cuda(), pos, tri)

@@ -11,7 +11,7 @@ import torch
 
 import glrast
 from glrast import kernels
-from glrast.doctor import diagnose, format_report
+from glrast.diagnostics import diagnose, format_report
 
 SEVERITIES = {"error", "warning", "note"}
 
@@ -162,7 +162,13 @@ def healthy_cpu():
             "targets": [],
         },
         "compiler": {"path": "/usr/bin/c++", "version": "c++ 12", "works": True, "error": None},
-        "cache": {"dir": "/home/u/.cache/glrast", "exists": True, "writable": True, "artifacts": 3},
+        "cache": {
+            "dir": "/home/u/.cache/glrast",
+            "exists": True,
+            "writable": True,
+            "artifacts": 3,
+            "accumulator_mb": 256.0,
+        },
     }
 
 
@@ -239,6 +245,12 @@ def test_healthy_machines_have_no_errors():
             "g++ 10+",
         ),
         (lambda f: f["cache"].update(writable=False), "error", "not writable", "GLRAST_CACHE_DIR"),
+        (
+            lambda f: f["cache"].update(accumulator_mb="$GLRAST_ACCUMULATOR_MB must be a number of MiB >= 0, got 'x'"),
+            "error",
+            "GLRAST_ACCUMULATOR_MB must be a number",
+            "size in MiB",
+        ),
         (lambda f: f["env"].update(GLCONTEXT_DEVICE_INDEX="1"), "warning", "GLCONTEXT_DEVICE_INDEX=1", "unset it"),
         (
             lambda f: f["cuda"]["driver"].update(loaded=True, version="12.4", device_count=2),

@@ -105,27 +105,6 @@ def test_cli_render_orbit_and_opencv_cameras(tmp_path, capsys):
         assert np.abs(a - b).max() <= 2
 
 
-def test_cli_render_bad_camera_file(tmp_path):
-    from glrast.cli import main
-
-    (tmp_path / "tet.ply").write_text(PLY)
-    (tmp_path / "cams.json").write_text('[{"K": [[1, 0, 0], [0, 1, 0], [0, 0, 1]], "width": 8, "height": 8}]')
-    with pytest.raises(ValueError, match="--elevation"):
-        main(["render", str(tmp_path / "tet.ply"), "--out", str(tmp_path / "o"), "--elevation", "90"])
-    for option, message in (
-        (["--fov", "0"], "--fov"),
-        (["--fov", "180"], "--fov"),
-        (["--res", "0", "8"], "--res and --views"),
-        (["--views", "0"], "--res and --views"),
-    ):
-        with pytest.raises(ValueError, match=message):
-            main(["render", str(tmp_path / "tet.ply"), "--out", str(tmp_path / "o"), *option])
-    with pytest.raises(ValueError, match="camera 0 needs K"):
-        main(
-            ["render", str(tmp_path / "tet.ply"), "--out", str(tmp_path / "o"), "--camera", str(tmp_path / "cams.json")]
-        )
-
-
 def test_cli_bench_arguments():
     from glrast.cli import build_parser
 

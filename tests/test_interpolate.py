@@ -42,8 +42,8 @@ def test_diff_attrs_all_and_none(glctx, device):
     assert torch.equal(da_all, da_list)
     out, da_none = dr.interpolate(attr, rast, tri.to(device), rast_db)
     assert da_none.shape == (1, 24, 32, 0)
-    out2, da2 = dr.interpolate(attr, rast, tri.to(device), diff_attrs="all")  # no rast_db: no derivatives
-    assert da2.shape == (1, 24, 32, 0) and torch.equal(out, out2)
+    with pytest.raises(ValueError, match="need rast_db"):  # as nvdiffrast: derivatives need rast_db
+        dr.interpolate(attr, rast, tri.to(device), diff_attrs="all")
     _, da_empty = dr.interpolate(attr, rast, tri.to(device), rast_db, diff_attrs=[])
     assert da_empty.shape == (1, 24, 32, 0)
     _, da_one = dr.interpolate(attr, rast, tri.to(device), rast_db, diff_attrs=(2,))  # any sequence
@@ -148,12 +148,16 @@ def test_non_contiguous_inputs_are_accepted(glctx, device):
         ("attr_rank", ValueError, r"attr must have shape \[V, A\] or \[N, V, A\]"),
         ("rast_shape", ValueError, r"rast must have shape \[N, H, W, 4\]"),
         ("batch", ValueError, "2 attribute sets for a batch of 1"),
-        ("tri_range", ValueError, "vertex index 30, outside"),
+        ("tri_range", ValueError, r"interpolate: tri holds vertex index 30, outside \[0, 30\) \(attr has 30 vert"),
         ("db_shape", ValueError, "rast_db must have the shape of rast"),
         ("diff_index", ValueError, "diff_attrs index 5 is outside"),
         ("diff_str", ValueError, "diff_attrs must be 'all'"),
-        ("device", ValueError, "one device"),
-        ("db_device", ValueError, "rast_db is on meta"),
+        ("device", ValueError, "tri must be on a CPU or CUDA device, got .* meta"),
+        ("db_device", ValueError, "rast_db must be on a CPU or CUDA device"),
+        ("diff_types", TypeError, r"diff_attrs must be 'all' or a sequence of int attribute indices, got \['1', 0.7\]"),
+        ("diff_bool", TypeError, "diff_attrs must be 'all' or a sequence of int"),
+        ("diff_no_db", ValueError, "diff_attrs='all' asks for attribute derivatives, which need rast_db"),
+        ("diff_list_no_db", ValueError, r"diff_attrs=\[0\] asks for attribute derivatives"),
         ("attr_type", TypeError, "attr must be a torch.Tensor"),
         ("rast_dtype", TypeError, "rast must have dtype torch.float32"),
         ("db_dtype", TypeError, "rast_db must have dtype torch.float32"),
@@ -183,6 +187,14 @@ def test_invalid_arguments(case, error, match):
         kwargs.update(rast_db=torch.zeros(1, 4, 4, 4), diff_attrs=[0, 5])
     elif case == "diff_str":
         kwargs.update(rast_db=torch.zeros(1, 4, 4, 4), diff_attrs="some")
+    elif case == "diff_types":
+        kwargs.update(rast_db=torch.zeros(1, 4, 4, 4), diff_attrs=["1", 0.7])
+    elif case == "diff_bool":
+        kwargs.update(rast_db=torch.zeros(1, 4, 4, 4), diff_attrs=[True])
+    elif case == "diff_no_db":
+        kwargs.update(diff_attrs="all")
+    elif case == "diff_list_no_db":
+        kwargs.update(diff_attrs=[0])
     elif case == "device":
         tri = tri.to("meta")
     elif case == "db_device":
@@ -230,3 +242,38 @@ def test_rast_from_another_mesh_does_not_read_past_tri(device):
     assert torch.all(da[0, 0, 1:] == 0) and da[0, 0, 0].abs().sum() > 0
     (out.sum() + da.sum()).backward()
     assert torch.isfinite(attr.grad).all() and attr.grad.abs().sum() > 0
+
+
+def test_diff_attrs_accepts_integer_scalars(glctx, device):
+    """nvdiffrast takes any int sequence (it converts with numpy): numpy and torch integers work too."""
+    import numpy as np
+
+    pos, tri, rast, rast_db = render(glctx, device, num_images=1, res=(8, 8))
+    attr = torch.rand(30, 3, device=device)
+    _, expected = dr.interpolate(attr, rast, tri.to(device), rast_db, diff_attrs=[2, 0])
+    for diff in (np.array([2, 0]), torch.tensor([2, 0]), (np.int64(2), 0)):
+        _, da = dr.interpolate(attr, rast, tri.to(device), rast_db, diff_attrs=diff)
+        assert torch.equal(da, expected)
+    _, empty = dr.interpolate(attr, rast, tri.to(device), diff_attrs=[])
+    assert empty.shape[-1] == 0
+
+
+def test_attributes_at_the_float_limit(device):
+    """Attributes near FLT_MAX: a blend within float's range comes out right (not infinite from the
+    float sum), and derivatives and gradients whose true value exceeds it saturate at the largest
+    float instead of becoming infinite."""
+    big = torch.finfo(torch.float32).max
+    tri = torch.tensor([[0, 1, 2]], dtype=torch.int32, device=device)
+    rast = torch.tensor([[[[0.4, 0.35, 0.0, 1.0], [0.5, 0.5, 0.0, 1.0]]]], device=device)
+    rast_db = torch.full((1, 1, 2, 4), 0.25, device=device)
+    attr = torch.tensor([[big, big], [big, -big], [big, big]], device=device, requires_grad=True)
+    inputs = [attr, rast.requires_grad_(True), rast_db.requires_grad_(True)]
+    out, out_da = dr.interpolate(*inputs[:2], tri, inputs[2], diff_attrs="all")
+    assert out[0, 0, :, 0].tolist() == [big, big]  # u + v + (1 - u - v) = 1 times FLT_MAX
+    # d(attr 1)/dX = (a0 - a2) db0 + (a1 - a2) db2 = -2 FLT_MAX / 4: within range, though a1 - a2 is not
+    assert out_da[..., 0].abs().max() == 0
+    torch.testing.assert_close(out_da[..., 2:], torch.full_like(out_da[..., 2:], -big / 2))
+    grads = torch.autograd.grad((out * 0.5).sum() + out_da.sum(), inputs)
+    for g in grads:
+        assert torch.isfinite(g).all()
+    assert grads[1][0, 0, :, 1].abs().max() == big  # d out / dv = a1 - a2 = -2 FLT_MAX

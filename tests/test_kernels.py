@@ -6,6 +6,8 @@ and benchmarks/gpu_smoke.py, which compares the two builds op by op."""
 import ctypes
 import os
 import re
+import shutil
+import struct
 import subprocess
 import sys
 import textwrap
@@ -13,8 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import gpu_test
 
-from glrast import kernels
+from glrast import ids, kernels, params
+from glrast.params import KernelContractError, Params
 
 NVRTC_TARGETS = [("cubin", 75), ("cubin", 80), ("cubin", 90), ("cubin", 120), ("ptx", 75)]
 _KERNEL_RE = re.compile(r"GLRAST_KERNEL\(\s*(\w+)")
@@ -87,16 +91,16 @@ def test_build_nvrtc_rejects_unknown_target():
 TINY_HEADER = "#pragma once\n#define TINY_VALUE 7.0f\n"
 TINY_SOURCE = textwrap.dedent(
     """
+    #include "common.h"
     #include "tiny.h"
     struct TinyParams { float* out; };
-    extern "C" void tiny_fill(const TinyParams* p, long long n) {
-        for (long long i = 0; i < n; ++i) p->out[i] = TINY_VALUE;
-    }
+    GLRAST_LAYOUT(TinyParams, out)
+    GLRAST_KERNEL(tiny_fill, TinyParams) { p.out[i] = TINY_VALUE; }
     """
 )
 
 
-class TinyParams(ctypes.Structure):
+class TinyParams(Params):
     _fields_ = [("out", ctypes.c_void_p)]
 
 
@@ -107,6 +111,7 @@ def tiny_tree(tmp_path, monkeypatch):
     csrc.mkdir()
     (csrc / "tiny.h").write_text(TINY_HEADER)
     (csrc / "tiny.cu").write_text(TINY_SOURCE)
+    shutil.copy(kernels.csrc_dir() / "common.h", csrc / "common.h")
     monkeypatch.setattr(kernels, "csrc_dir", lambda: csrc)
     monkeypatch.setenv("GLRAST_CACHE_DIR", str(cache))
     return csrc, cache
@@ -128,7 +133,7 @@ def test_host_cache_hit_reuses_artifact(tiny_tree, monkeypatch):
     assert kernels.build_host("tiny") == first
     assert first.stat().st_mtime_ns == stamp
     out = (ctypes.c_float * 5)()
-    kernels.HostModule("tiny").launch("tiny_fill", TinyParams(ctypes.addressof(out)), 5)
+    kernels.HostModule("tiny").launch("tiny_fill", TinyParams(out=ctypes.addressof(out)), 5)
     assert list(out) == [7.0] * 5
     assert _leftovers(cache) == []
 
@@ -142,7 +147,7 @@ def test_host_cache_key_follows_headers(tiny_tree):
     assert before.is_file() and after.is_file()
     out = (ctypes.c_float * 3)()
     lib = ctypes.CDLL(str(after))
-    lib.tiny_fill(ctypes.byref(TinyParams(ctypes.addressof(out))), ctypes.c_longlong(3))
+    lib.tiny_fill(ctypes.byref(TinyParams(out=ctypes.addressof(out))), ctypes.c_longlong(3))
     assert list(out) == [9.0] * 3
 
 
@@ -247,8 +252,7 @@ def test_gpu_smoke_script_runs_cpu_against_cpu():
     assert "FAILED" not in out
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@gpu_test
 def test_gpu_smoke_script_cuda_matches_cpu_build():
     assert "FAILED" not in _smoke("cuda")
 
@@ -257,3 +261,134 @@ def test_gpu_smoke_script_without_cuda_says_so():
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no GPU for the script, on any machine
     res = subprocess.run([sys.executable, str(SMOKE)], env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and "CUDA is not available" in res.stdout, res.stdout + res.stderr
+
+
+# ---------------------------------------------------------------------------
+# The Python/C contract: params mirrors and shared constants are checked at load.
+
+TWO_FIELDS_SOURCE = textwrap.dedent(
+    """
+    #include "common.h"
+    struct PairParams { float* out; int count; float scale; };
+    GLRAST_LAYOUT(PairParams, out, count, scale)
+    enum { MODE_A = 3, MODE_B = 5 };
+    GLRAST_CONSTANTS(pair_modes, MODE_A, MODE_B)
+    GLRAST_KERNEL(pair_fill, PairParams) { if (i < p.count) p.out[i] = p.scale; }
+    """
+)
+
+
+def _pair_module(tiny_tree):
+    csrc, _ = tiny_tree
+    (csrc / "pair.cu").write_text(TWO_FIELDS_SOURCE)
+    return kernels.HostModule("pair")
+
+
+def _mirror(*fields):
+    return type("PairParams", (Params,), {"_fields_": list(fields)})
+
+
+def test_matching_mirror_launches(tiny_tree):
+    mod = _pair_module(tiny_tree)
+    out = torch.zeros(4)
+    mirror = _mirror(("out", ctypes.c_void_p), ("count", ctypes.c_int), ("scale", ctypes.c_float))
+    mod.launch("pair_fill", mirror(out=out.data_ptr(), count=3, scale=2.5), 4)
+    assert out.tolist() == [2.5, 2.5, 2.5, 0.0]
+
+
+@pytest.mark.parametrize(
+    "fields,message",
+    [
+        ((("out", ctypes.c_void_p), ("cnt", ctypes.c_int), ("scale", ctypes.c_float)),
+         r"PairParams field 1: csrc/pair\.cu has 'count' where the Python mirror .* has 'cnt'"),
+        ((("out", ctypes.c_void_p), ("count", ctypes.c_longlong), ("scale", ctypes.c_float)),
+         r"PairParams\.scale is at byte 12 in csrc/pair\.cu but at byte 16"),
+        ((("out", ctypes.c_void_p), ("count", ctypes.c_int), ("scale", ctypes.c_float * 3)),
+         r"sizeof\(PairParams\) is 16 bytes in csrc/pair\.cu but 24 .* \(scale\) differs"),
+        ((("out", ctypes.c_void_p), ("count", ctypes.c_int)),
+         r"csrc/pair\.cu lists 3 fields \(out, count, scale\) but the Python mirror .* has 2 \(out, count\)"),
+    ],
+    ids=["renamed", "wrong-type-before", "wrong-type-last", "missing"],
+)  # fmt: skip
+def test_mismatched_mirror_fails_naming_the_field(tiny_tree, fields, message):
+    mod = _pair_module(tiny_tree)
+    mirror = _mirror(*fields)
+    with pytest.raises(KernelContractError, match=message):
+        mod.launch("pair_fill", mirror(out=None), 4)
+
+
+def test_struct_without_exported_layout_fails(tiny_tree):
+    mod = _pair_module(tiny_tree)
+    unknown = type("OtherParams", (Params,), {"_fields_": [("out", ctypes.c_void_p)]})
+    with pytest.raises(KernelContractError, match=r"exports no layout for struct OtherParams.*GLRAST_LAYOUT"):
+        mod.launch("pair_fill", unknown(out=None), 1)
+
+
+def test_unknown_field_name_is_rejected():
+    mirror = _mirror(("out", ctypes.c_void_p), ("count", ctypes.c_int))
+    with pytest.raises(AttributeError, match="'PairParams' object has no attribute 'cuont'"):
+        mirror(out=None, cuont=3)
+    params = mirror(count=1)
+    with pytest.raises(AttributeError, match="no attribute 'scale'"):
+        params.scale = 2.0
+    plain = type("PairParams", (ctypes.Structure,), {"_fields_": mirror._fields_})
+    plain(cuont=3)  # what the check prevents: a plain structure keeps the typo and the kernel reads 0
+
+
+def test_constants_are_checked_at_load(tiny_tree, monkeypatch):
+    monkeypatch.setattr(params, "_EXPECTED_CONSTANTS", {**params._EXPECTED_CONSTANTS})
+    params.expect_constants("pair", "pair_modes", {"MODE_A": 3, "MODE_B": 5})
+    _pair_module(tiny_tree)
+    params.expect_constants("pair", "pair_modes", {"MODE_A": 3, "MODE_B": 6})
+    with pytest.raises(KernelContractError, match=r"MODE_B is 5 in csrc/pair\.cu but 6 in Python"):
+        kernels.HostModule("pair")
+    params.expect_constants("pair", "pair_modes", {"MODE_C": 1})
+    with pytest.raises(KernelContractError, match=r"does not export MODE_C"):
+        kernels.HostModule("pair")
+
+
+@pytest.mark.parametrize("name", kernels.kernel_names())
+def test_every_module_exports_what_python_mirrors(name):
+    """Each shipped module loads (its constants checked) and exports the triangle-id encoding
+    with the values of glrast/ids.py."""
+    mod = kernels.module(name, torch.device("cpu"))
+    exported = mod.read_global("glrast_constant_names_triangle_ids", None).decode()
+    values = struct.unpack("<3q", mod.read_global("glrast_constants_triangle_ids", 24))
+    assert dict(zip((n.strip() for n in exported.split(",")), values)) == ids.C_CONSTANTS
+
+
+def test_every_params_mirror_matches_its_struct():
+    """Every params mirror in glrast against the layout its .cu exports (host build)."""
+    from glrast import antialiasing, interpolation, pipeline, raster, texturing
+
+    mirrors = {
+        "raster": [raster.RasterParams, pipeline.CornerParams],
+        "interpolate": [interpolation.InterpolateParams],
+        "texture": [texturing.TextureParams, texturing.MipParams],
+        "antialias": [antialiasing.HashParams, antialiasing.AntialiasParams],
+    }
+    assert sorted(mirrors) == kernels.kernel_names()
+    for name, kinds in mirrors.items():
+        mod = kernels.module(name, torch.device("cpu"))
+        for kind in kinds:
+            params.check_layout(kind, name, mod.read_global)
+
+
+def test_shared_constants_agree():
+    """Triangle ids: Python's encoding and the shader's generated defines (the kernels' copy is
+    compared in test_every_module_exports_what_python_mirrors)."""
+    # continuous at 2^24: both encodings of id + 1 = 2^24 are the same float
+    assert ids.BITS_BASE + ids.EXACT_MAX == struct.unpack("<I", struct.pack("<f", float(ids.EXACT_MAX)))[0]
+    assert ids.BITS_BASE + ids.LIMIT == struct.unpack("<I", struct.pack("<f", 3.4028234663852886e38))[0]
+    defines = ids.glsl_defines()
+    assert f"#define ID_EXACT_MAX {ids.EXACT_MAX}.0" in defines
+    assert f"#define ID_BITS_BASE {ids.BITS_BASE:#x}u" in defines
+    shader = (Path(kernels.csrc_dir()).parent / "shaders" / "rasterize.frag").read_text()
+    assert "ID_EXACT_MAX" in shader and "ID_BITS_BASE" in shader
+    assert not re.search(r"16777216|4A800000", shader, re.IGNORECASE)  # derived, not written out
+
+
+def test_one_scatter_path():
+    """Kernels scatter gradients only through the Accumulator (common.h's accumulate)."""
+    for path in kernels.csrc_dir().glob("*.cu"):
+        assert "atomic_add_f32" not in path.read_text(), f"{path.name} scatters with a raw atomic add"

@@ -97,4 +97,6 @@ def test_view_without_display(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     assert main(["view", str(tmp_path / "egg.obj"), "--device", "cpu"]) == 1
-    assert "cannot open a window: there is no display" in capsys.readouterr().err
+    assert capsys.readouterr().err.startswith("glrast: error: glrast.Viewer: cannot open a window: there is no display")
+    assert main(["view", str(tmp_path / "nosuch.obj")]) == 2
+    assert "glrast: error: view: no such mesh file: " in capsys.readouterr().err

@@ -118,6 +118,23 @@ def test_depth_test_nearest_wins_regardless_of_order(glctx, device):
         assert torch.all(ids[both] == near_id - 1)
 
 
+def test_depth_tie_goes_to_the_lower_triangle_index(glctx, device):
+    """Coplanar surfaces at equal z/w: the triangle with the smaller index in tri wins (GL draws in
+    index order with a strict depth test), whatever the order of their vertices in pos."""
+    a = screen_triangle([(1, 1), (15, 2), (7, 15)], 16, 16, z=0.1)
+    b = screen_triangle([(0, 3), (14, 0), (9, 16)], 16, 16, z=0.1)
+    for first, second in ((a, b), (b, a), (a, a)):
+        pos = torch.cat([first, second])[None].to(device)
+        for tri in ([[0, 1, 2], [3, 4, 5]], [[3, 4, 5], [0, 1, 2]]):
+            rast, _ = dr.rasterize(glctx, pos, tri_tensor(tri, device), (16, 16))
+            ids = dr.triangle_index(rast.cpu())[0]
+            inside = [ref.inside_triangle(t, 16, 16)[0] for t in (first, second)]
+            both = inside[0] & inside[1]
+            drawn_first = inside[0] if tri[0][0] == 0 else inside[1]
+            assert both.sum() > 20 and (ids[both] == 0).all()
+            assert (ids[drawn_first] == 0).all()
+
+
 def test_instanced_and_range_modes(glctx, device):
     h, w = 12, 12
     a = screen_triangle([(0, 0), (12, 0), (0, 12)], h, w)
@@ -277,6 +294,81 @@ def test_gradients_range_mode_match_reference(glctx, device):
     torch.testing.assert_close(grad.cpu().double(), grad_ref, atol=2e-4 * scale, rtol=1e-3)
 
 
+def sliver_scene(count, seed):
+    """`count` images of one random sliver each: the third vertex within 1e-3 of the line through the
+    other two, random depths in [-0.6, 0.8], w in [1, 2]."""
+    g = torch.Generator().manual_seed(seed)
+    p = torch.rand(count, 3, 4, generator=g) * 2 - 1
+    t = torch.rand(count, 1, generator=g)
+    p[:, 2, :2] = p[:, 0, :2] * t + p[:, 1, :2] * (1 - t) + (torch.rand(count, 2, generator=g) - 0.5) * 1e-3
+    p[..., 2] = torch.rand(count, 3, generator=g) * 1.4 - 0.6
+    p[..., 3] = 1.0 + torch.rand(count, 3, generator=g)
+    p[..., :3] *= p[..., 3:]
+    return p.contiguous(), tri_tensor([[0, 1, 2]])
+
+
+def test_sliver_barycentrics_lie_within_the_triangle(glctx, device):
+    """GL covers pixel centres of slivers that the closed form puts outside the triangle (before: u
+    down to -3.4, z/w far outside the vertices'); (u, v, z/w) are those of a point in the triangle,
+    and the gradients are those of the clamped values (against the reference) and finite."""
+    pos, tri = sliver_scene(400, seed=0)
+    h = w = 64
+    pos_d = pos.to(device).requires_grad_(True)
+    rast, rast_db = dr.rasterize(glctx, pos_d, tri.to(device), (h, w))
+    covered = rast[..., 3] > 0
+    u, v = rast[..., 0][covered], rast[..., 1][covered]
+    assert covered.sum() > 30
+    assert u.min() >= 0 and v.min() >= 0 and (u + v).max() <= 1 + 1e-6
+    zw = pos[..., 2] / pos[..., 3]
+    z = rast[..., 2].cpu()
+    lo = zw.min(1).values.view(-1, 1, 1).expand_as(z)[covered.cpu()]
+    hi = zw.max(1).values.view(-1, 1, 1).expand_as(z)[covered.cpu()]
+    assert (z[covered.cpu()] >= lo - 1e-6).all() and (z[covered.cpu()] <= hi + 1e-6).all()
+    g_rast = torch.randn(rast.shape, generator=torch.Generator().manual_seed(1))
+    (grad,) = torch.autograd.grad((rast * g_rast.to(device)).sum() + rast_db.sum(), pos_d, retain_graph=True)
+    assert torch.isfinite(grad).all() and torch.isfinite(rast_db).all()
+    (grad_uv,) = torch.autograd.grad((rast * g_rast.to(device)).sum(), pos_d)
+    # against the reference, on the images that show their sliver
+    shown = covered.any(2).any(1).cpu()
+    ids = dr.triangle_index(rast.detach().cpu()[shown])
+    pos_ref = pos[shown].double().requires_grad_(True)
+    uv, _ = ref.barycentrics(pos_ref, tri, ids, 3)
+    clamped = ((uv.detach() == 0).any(-1) | (uv.detach().sum(-1) >= 1 - 1e-12)) & (ids >= 0)
+    assert clamped.sum() >= 2  # the scene has pixels that need the clamp
+    torch.testing.assert_close(rast.detach().cpu()[shown][..., :2], uv.float().detach(), atol=1e-4, rtol=0)
+    (grad_ref,) = torch.autograd.grad((uv * g_rast[shown][..., :2].double()).sum(), pos_ref)
+    scale = grad_ref.abs().amax((1, 2), keepdim=True)
+    torch.testing.assert_close(grad_uv.cpu()[shown].double() / scale, grad_ref / scale, atol=1e-3, rtol=1e-3)
+    assert torch.all(grad_uv.cpu()[~shown] == 0)
+
+
+def test_huge_but_finite_w(glctx, device):
+    """A vertex with w near the float limit: the closed form runs in double, so the covered pixels get
+    the barycentrics and depth of a moderate w (not zeros from an overflow), and finite gradients."""
+    h = w = 16
+    rows = []
+    for big in (1e8, 1e30, 3.4e38):
+        rows.append([[-0.9, -0.9, 0.0, 1.0], [0.9, -0.9, 0.0, 1.0], [0.0, 0.9 * big, 0.5 * big, big]])
+    pos = torch.tensor(rows).to(device).requires_grad_(True)
+    rast, rast_db = dr.rasterize(glctx, pos, tri_tensor([[0, 1, 2]], device), (h, w))
+    covered = rast[..., 3] > 0
+    assert covered.all(0).sum() > 10
+    for k in (1, 2):  # the farther vertex contributes nothing measurable beyond w = 1e8
+        torch.testing.assert_close(rast[k][covered.all(0)], rast[0][covered.all(0)], atol=2e-4, rtol=0)
+        torch.testing.assert_close(rast_db[k][covered.all(0)], rast_db[0][covered.all(0)], atol=1e-3, rtol=1e-3)
+    (rast[..., :2].sum() + rast_db.sum()).backward()
+    assert torch.isfinite(pos.grad).all()
+    # every coordinate near the float limit, or tiny: GL sees the corners scaled by a power of two
+    # (before, its clipping overflowed or its products underflowed, and it covered nothing)
+    base = torch.tensor([[[-0.9, -0.9, 0.0, 1.0], [0.9, -0.9, 0.0, 1.0], [0.0, 0.9, 0.5, 1.0]]])
+    plain, plain_db = dr.rasterize(glctx, base.to(device), tri_tensor([[0, 1, 2]], device), (h, w))
+    for scale in (3.4e38, 1e-30):
+        rast, rast_db = dr.rasterize(glctx, (base * scale).to(device), tri_tensor([[0, 1, 2]], device), (h, w))
+        assert torch.equal(rast[..., 3], plain[..., 3]) and (plain[..., 3] > 0).sum() > 50
+        torch.testing.assert_close(rast, plain, atol=1e-6, rtol=0)
+        torch.testing.assert_close(rast_db, plain_db, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("through", ["uv", "db"])
 def test_gradients_match_finite_differences(glctx, device, through):
     """Central differences of the rendered values at pixels that stay covered."""
@@ -420,7 +512,7 @@ def test_non_finite_positions_do_not_crash(glctx, device):
         (torch.zeros(1, 3, 4), [[0, 1, 2]], 4, None, TypeError, "pair of ints"),
         (torch.zeros(3, 4), [[0, 1, 2]], (4, 4), [[0, 2]], ValueError, "outside the 1 triangles"),
         (torch.zeros(3, 4), [[0, 1, 2]], (4, 4), "int64", ValueError, "ranges must be an int32"),
-        (torch.zeros(1, 3, 4), [[0, 1, 2]], (4, 4), [[0, 1]], ValueError, "only valid with pos of shape"),
+        (torch.zeros(1, 3, 4), [[0, 1, 2]], (True, True), None, TypeError, "pair of ints"),
         (torch.zeros(4), [[0, 1, 2]], (4, 4), None, ValueError, r"pos must have shape \[N, V, 4\]"),
         (torch.zeros(1, 1, 3, 4), [[0, 1, 2]], (4, 4), None, ValueError, r"pos must have shape \[N, V, 4\]"),
         (torch.zeros(1, 3, 4), [[0, 1]], (4, 4), None, ValueError, r"tri must have shape \[T, 3\]"),
@@ -466,9 +558,9 @@ def test_invalid_types_and_devices(cpu_glctx):
         dr.rasterize("ctx", torch.zeros(1, 3, 4), tri, (4, 4))
     with pytest.raises(TypeError, match="pos must be a torch.Tensor"):
         dr.rasterize(glctx, [[0, 0, 0, 1]], tri, (4, 4))
-    with pytest.raises(ValueError, match="one device"):
+    with pytest.raises(ValueError, match="rasterize: tri must be on a CPU or CUDA device, got .* device meta"):
         dr.rasterize(glctx, torch.zeros(1, 3, 4), tri.to("meta"), (4, 4))
-    with pytest.raises(ValueError, match="pos is on meta but the context serves cpu"):
+    with pytest.raises(ValueError, match="rasterize: pos must be on a CPU or CUDA device"):
         dr.rasterize(glctx, torch.zeros(1, 3, 4, device="meta"), tri.to("meta"), (4, 4))
     with pytest.raises(ValueError, match="mode must be one of"):
         dr.RasterizeGLContext(mode="auto")
@@ -506,8 +598,22 @@ def test_gradient_accumulation_per_thread_and_shared(glctx, device, monkeypatch)
         return p.grad.cpu(), a.grad.cpu()
 
     per_thread = grads()
-    monkeypatch.setattr(dr.kernels, "ACCUMULATOR_BYTES", 0)
+    monkeypatch.setenv("GLRAST_ACCUMULATOR_MB", "0")
     shared = grads()
     for a, b in zip(per_thread, shared):
         assert a.abs().max() > 0
         torch.testing.assert_close(a, b, atol=1e-5 * b.abs().max().item(), rtol=1e-5)
+
+
+def test_ranges_with_instanced_pos_are_ignored_with_one_warning(cpu_glctx, caplog, monkeypatch):
+    """As nvdiffrast documents: ranges only matter in range mode; instanced mode ignores them."""
+    monkeypatch.setattr(dr.raster, "_ranges_warned", False)
+    pos, tri = random_scene(num_tris=4, num_images=2)
+    plain, _ = dr.rasterize(cpu_glctx, pos, tri, (8, 8))
+    ranges = torch.tensor([[0, 1], [1, 1]], dtype=torch.int32)
+    with caplog.at_level("WARNING", logger="glrast"):
+        for _ in range(2):
+            rast, _ = dr.rasterize(cpu_glctx, pos, tri, (8, 8), ranges=ranges)
+            assert torch.equal(rast, plain)
+    warnings = [r for r in caplog.records if "ranges is ignored" in r.getMessage()]
+    assert len(warnings) == 1 and "rasterize" in warnings[0].getMessage()

@@ -11,6 +11,8 @@ from collections import defaultdict
 
 import torch
 
+from glrast import ids
+
 __all__ = ["antialias", "box_coverage", "decode_triangle_id", "edge_triangles"]
 
 
@@ -18,8 +20,8 @@ def decode_triangle_id(rast: torch.Tensor) -> torch.Tensor:
     """int64 triangle ids [N, H, W] from rast [..., 3] (SPEC.md's encoding), -1 where empty."""
     w = rast[..., 3].float().contiguous()
     exact = w.long() - 1
-    large = w.view(torch.int32).long() - 0x4A800000 - 1
-    return torch.where(w > 0, torch.where(w <= 2.0**24, exact, large), -1)
+    large = w.view(torch.int32).long() - ids.BITS_BASE - 1
+    return torch.where(w > 0, torch.where(w <= float(ids.EXACT_MAX), exact, large), -1)
 
 
 def edge_triangles(tri: torch.Tensor) -> dict:
@@ -108,7 +110,7 @@ def antialias(color, rast, pos, tri, pos_gradient_boost=1.0):
     table = edge_triangles(tri)
     tri_list = tri.tolist()
     src = color.double()
-    out = src.clone()
+    blends = defaultdict(list)  # (image, row, col) of a blended pixel -> [(amount, source pixel)]
     for img in range(n):
         scr_det = torch.stack([sx[img], sy[img]], -1).detach().tolist()
         for axis, (dr_, dc_) in enumerate(((0, 1), (1, 0))):
@@ -139,12 +141,14 @@ def antialias(color, rast, pos, tri, pos_gradient_boost=1.0):
                     target, source, amount = own, oth, 0.5 - dc
                 else:
                     target, source, amount = oth, own, dc - 0.5
-                delta = amount * (src[img][source] - src[img][target])
-                out = out.index_put(
-                    (torch.tensor([img]), torch.tensor([target[0]]), torch.tensor([target[1]])),
-                    delta[None],
-                    accumulate=True,
-                )
+                if float(amount.detach()) > 0:
+                    blends[(img, *target)].append((amount, source))
+    out = src.clone()
+    for (img, r, c), terms in blends.items():
+        # The amounts a pixel receives are scaled down to add up to at most 1: a convex combination.
+        total = torch.stack([amount for amount, _ in terms]).sum().clamp(min=1)
+        delta = sum(amount * (src[img][source] - src[img, r, c]) for amount, source in terms) / total
+        out = out.index_put((torch.tensor([img]), torch.tensor([r]), torch.tensor([c])), delta[None], accumulate=True)
     return out
 
 

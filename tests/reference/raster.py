@@ -7,6 +7,8 @@ derivatives with autograd, so the two share no formula.
 
 import torch
 
+from glrast import ids
+
 __all__ = [
     "pixel_centres_ndc",
     "inside_triangle",
@@ -49,7 +51,7 @@ def barycentrics(pos: torch.Tensor, tri: torch.Tensor, tri_id: torch.Tensor, ver
 
     pos: [N, V, 4] or [V, 4] clip space (instanced / range mode); tri: [T, 3];
     tri_id: [N, H, W] int64 triangle ids (-1 empty), e.g. from glrast.triangle_index.
-    Returns uv [N, H, W, 2] and db [N, H, W, 4] = (du/dX, du/dY, dv/dX, dv/dY),
+    Returns uv [N, H, W, 2] (within the triangle) and db [N, H, W, 4] = (du/dX, du/dY, dv/dX, dv/dY),
     zero at empty pixels, differentiable w.r.t. pos.
     """
     n, h, w = tri_id.shape
@@ -77,7 +79,13 @@ def barycentrics(pos: torch.Tensor, tri: torch.Tensor, tri_id: torch.Tensor, ver
     u, v = lam[..., 0], lam[..., 1]
     du_dx, du_dy = torch.autograd.grad(u.sum(), (xn, yn), create_graph=True)
     dv_dx, dv_dy = torch.autograd.grad(v.sum(), (xn, yn), create_graph=True)
-    uv = torch.stack([u, v], -1)
+    # A pixel centre GL covers but the solve puts outside the triangle (slivers, GL's snapped
+    # vertices): the negative barycentrics clamped to 0, renormalised; the derivatives stay the
+    # triangle's own.
+    outside = (lam < 0).any(-1, keepdim=True)
+    inside = lam.clamp(min=0)
+    lam = torch.where(outside, inside / inside.sum(-1, keepdim=True), lam)
+    uv = lam[..., :2]
     db = torch.stack([du_dx * 2 / w, du_dy * 2 / h, dv_dx * 2 / w, dv_dy * 2 / h], -1)
     mask = covered[..., None]
     return torch.where(mask, uv, 0.0), torch.where(mask, db, 0.0)
@@ -112,6 +120,6 @@ def encode_triangle_id(tri_id: int) -> float:
     import struct
 
     id1 = tri_id + 1
-    if id1 <= 1 << 24:
+    if id1 <= ids.EXACT_MAX:
         return float(id1)
-    return struct.unpack("<f", struct.pack("<I", 0x4A800000 + id1))[0]
+    return struct.unpack("<f", struct.pack("<I", ids.BITS_BASE + id1))[0]

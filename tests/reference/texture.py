@@ -111,7 +111,10 @@ def _bilinear(img: torch.Tensor, s: torch.Tensor, t: torch.Tensor, pad: int, pad
 def _sample_2d(level, s, t, boundary, nearest):
     n, h, w, _ = level.shape
     if nearest:
-        ix, iy = torch.floor(s * w).long(), torch.floor(t * h).long()
+        if boundary == "wrap":  # the fraction first: a huge coordinate's texel index would overflow int64
+            s, t = s - torch.floor(s), t - torch.floor(t)
+        ix = torch.floor(s * w).clamp(-1, w).long()
+        iy = torch.floor(t * h).clamp(-1, h).long()
         inside = (ix >= 0) & (ix < w) & (iy >= 0) & (iy < h)
         if boundary == "wrap":
             ix, iy = ix % w, iy % h

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import ctypes
+import operator
 from collections.abc import Sequence
 
 import torch
 
 from . import _checks, kernels
+from .params import Accumulator, Params, ptr
 
 _FN = "interpolate"
 
 
-class InterpolateParams(ctypes.Structure):
+class InterpolateParams(Params):
+    """Mirror of InterpolateParams in csrc/interpolate.cu."""
+
     _fields_ = [
         ("attr", ctypes.c_void_p),
         ("rast", ctypes.c_void_p),
@@ -23,7 +27,7 @@ class InterpolateParams(ctypes.Structure):
         ("out_da", ctypes.c_void_p),
         ("grad_out", ctypes.c_void_p),
         ("grad_da", ctypes.c_void_p),
-        ("grad_attr", kernels.Accumulator),
+        ("grad_attr", Accumulator),
         ("grad_rast", ctypes.c_void_p),
         ("grad_rast_db", ctypes.c_void_p),
         ("pixels_per_image", ctypes.c_longlong),
@@ -34,24 +38,22 @@ class InterpolateParams(ctypes.Structure):
     ]
 
 
-def _params(attr, rast, rast_db, tri, diff_idx, **outputs) -> InterpolateParams:
+def _params(attr, rast, rast_db, tri, diff_idx, **fields) -> InterpolateParams:
     n, h, w, _ = rast.shape
     stride = attr.shape[1] * attr.shape[2] if attr.shape[0] > 1 else 0
-    p = InterpolateParams(
+    return InterpolateParams(
         attr=attr.data_ptr(),
         rast=rast.data_ptr(),
-        rast_db=kernels.ptr(rast_db),
+        rast_db=ptr(rast_db),
         tri=tri.data_ptr(),
-        diff_idx=kernels.ptr(diff_idx),
+        diff_idx=ptr(diff_idx),
         pixels_per_image=h * w,
         attr_image_stride=stride,
         num_attrs=attr.shape[2],
         num_diff=0 if diff_idx is None else diff_idx.numel(),
         num_tris=tri.shape[0],
+        **fields,
     )
-    for name, t in outputs.items():
-        setattr(p, name, kernels.ptr(t))
-    return p
 
 
 class _Interpolate(torch.autograd.Function):
@@ -61,7 +63,8 @@ class _Interpolate(torch.autograd.Function):
         out = torch.empty(n, h, w, attr.shape[2], dtype=torch.float32, device=attr.device)
         num_diff = 0 if diff_idx is None else diff_idx.numel()
         out_da = torch.empty(n, h, w, 2 * num_diff, dtype=torch.float32, device=attr.device)
-        params = _params(attr, rast, rast_db, tri, diff_idx, out=out, out_da=out_da if num_diff else None)
+        out_da_ptr = out_da.data_ptr() if num_diff else None
+        params = _params(attr, rast, rast_db, tri, diff_idx, out=out.data_ptr(), out_da=out_da_ptr)
         kernels.module("interpolate", attr.device).launch("interpolate_fwd", params, n * h * w)
         ctx.save_for_backward(attr, rast, rast_db, tri, diff_idx)
         return out, out_da
@@ -71,7 +74,7 @@ class _Interpolate(torch.autograd.Function):
         attr, rast, rast_db, tri, diff_idx = ctx.saved_tensors
         n, h, w, _ = rast.shape
         mod = kernels.module("interpolate", attr.device)
-        grad_slots, accumulator = kernels.accumulator(mod, attr)
+        grad_slots, accumulator = kernels.accumulator(mod, attr.shape, attr.device)
         grad_rast = torch.empty_like(rast)
         use_da = diff_idx is not None and grad_da is not None
         grad_rast_db = torch.empty_like(rast_db) if use_da else None
@@ -84,12 +87,12 @@ class _Interpolate(torch.autograd.Function):
             rast_db,
             tri,
             diff_idx,
-            grad_out=grad_out,
-            grad_da=grad_da,
-            grad_rast=grad_rast,
-            grad_rast_db=grad_rast_db,
+            grad_out=grad_out.data_ptr(),
+            grad_da=ptr(grad_da),
+            grad_attr=accumulator,
+            grad_rast=grad_rast.data_ptr(),
+            grad_rast_db=ptr(grad_rast_db),
         )
-        params.grad_attr = accumulator
         mod.launch("interpolate_bwd", params, n * h * w)
         return kernels.collect(grad_slots), grad_rast, grad_rast_db, None, None
 
@@ -97,12 +100,20 @@ class _Interpolate(torch.autograd.Function):
 def _diff_indices(diff_attrs: str | Sequence[int] | None, num_attrs: int, device: torch.device) -> torch.Tensor | None:
     if diff_attrs is None:
         return None
-    if diff_attrs == "all":
+    if isinstance(diff_attrs, str):
+        if diff_attrs != "all":
+            raise ValueError(f"{_FN}: diff_attrs must be 'all' or a list of attribute indices, got {diff_attrs!r}")
         idx = list(range(num_attrs))
-    elif isinstance(diff_attrs, str):
-        raise ValueError(f"{_FN}: diff_attrs must be 'all' or a list of attribute indices, got {diff_attrs!r}")
     else:
-        idx = [int(k) for k in diff_attrs]
+        try:
+            idx = [operator.index(k) for k in diff_attrs if not isinstance(k, bool)]
+            ok = len(idx) == len(diff_attrs)  # type: ignore[arg-type]
+        except TypeError:
+            ok = False
+        if not ok:
+            raise TypeError(
+                f"{_FN}: diff_attrs must be 'all' or a sequence of int attribute indices, got {diff_attrs!r}"
+            )
         bad = [k for k in idx if not 0 <= k < num_attrs]
         if bad:
             raise ValueError(
@@ -122,8 +133,8 @@ def interpolate(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Interpolate vertex attributes: returns out [N, H, W, A] (zero where rast
     is empty, or names a triangle id outside tri) and out_da [N, H, W, 2·len(diff_attrs)] = (dA/dX, dA/dY) per
-    selected attribute when rast_db and diff_attrs are given, else an empty
-    [N, H, W, 0] tensor. Gradients flow to attr, rast (u, v) and rast_db.
+    selected attribute when diff_attrs is given (which then needs rast_db, as in nvdiffrast), else an
+    empty [N, H, W, 0] tensor. Gradients flow to attr, rast (u, v) and rast_db.
     """
     attr = _checks.tensor(_FN, "attr", attr, "[V, A] or [N, V, A]", ndims=(2, 3))
     rast = _checks.tensor(_FN, "rast", rast, "[N, H, W, 4]", ndims=(4,), last=4)
@@ -142,8 +153,13 @@ def interpolate(
         raise ValueError(
             f"{_FN}: attr has {attr.shape[0]} attribute sets for a batch of {n} images (expected 1 or {n})"
         )
-    _checks.triangles(_FN, tri, attr.shape[1])
-    diff_idx = _diff_indices(diff_attrs, attr.shape[2], attr.device) if rast_db is not None else None
+    _checks.triangles(_FN, tri, attr.shape[1], holder="attr")
+    diff_idx = _diff_indices(diff_attrs, attr.shape[2], attr.device)
+    if diff_idx is not None and rast_db is None:
+        raise ValueError(
+            f"{_FN}: diff_attrs={diff_attrs!r} asks for attribute derivatives, which need rast_db "
+            "(the second output of rasterize)"
+        )
     if diff_idx is None:
         rast_db = None
     return _Interpolate.apply(attr, rast, rast_db, tri, diff_idx)

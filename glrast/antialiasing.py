@@ -39,8 +39,13 @@ column (axis 1) of one image:
    the neighbour's pixel is blended towards the owner's,
    out[Q] += amount · (color[P] - color[Q]).
 
-out starts as a copy of color and collects the contributions of all (up to
-four) pairs of each pixel, all computed from the input colours. For a straight
+6. A pixel collects the amounts a_k of all (up to four) pairs that blend it,
+   each towards its neighbour n_k, all computed from the input colours:
+   out[P] = color[P] + sum_k a_k (color[n_k] - color[P]) / max(1, sum_k a_k).
+   The amounts are scaled down only where they add up past 1 (a pixel under a
+   triangle smaller than a pixel can be blended by three or four pairs), so
+   the output is always a convex combination of the input colours; it is
+   computed as a weighted sum, kept within the range of the colours it mixes. For a straight
 edge that crosses the squares of a pair along x through their top and bottom
 sides (likewise along y), this is exactly the box-filtered coverage of the two
 pixels: the pixel holding the crossing keeps 0.5 + d of its own surface, d the
@@ -56,7 +61,10 @@ folding over an edge.
 Gradients: color gets the transpose of the blend; pos gets
 d(loss)/d(amount) · d(amount)/d(dc) · pos_gradient_boost, carried through dc
 to the x, y and w of the silhouette edge's two vertices (z has no effect on dc).
-The gradient is zero where dc reaches 0 or 1 (clamped), where the blend saturates.
+The gradient is zero where dc reaches 0 or 1 (clamped), where the blend saturates;
+where a pixel's amounts are scaled (step 6), it follows the scaled formula. A
+gradient whose true value lies beyond float32's range (colours near the float
+limit) saturates at the largest finite float.
 Lines and sides are computed in homogeneous pixel coordinates, which keeps
 them right for triangles with a vertex behind the camera (w < 0, clipped by
 GL): "the side of a line" is where the triangle's visible part lies.
@@ -66,8 +74,9 @@ edge to its triangles (one hash entry per (edge, triangle), inserted with an
 atomic compare-and-swap). One kernel thread per pixel pair decides the pair
 and records (amount, direction, silhouette edge); the blend and the colour
 gradient gather each pixel's records, so every output is written by one
-thread and the result is deterministic; the position gradient scatters with
-atomics.
+thread and the result is deterministic; the position gradient scatters
+through the kernel runtime's accumulator (per-thread copies on the CPU,
+atomics on CUDA).
 """
 
 from __future__ import annotations
@@ -78,12 +87,15 @@ import math
 import torch
 
 from . import _checks, kernels
+from .params import Accumulator, Params, ptr
 
 _FN = "antialias"
 _FN_HASH = "antialias_construct_topology_hash"
 
 
-class HashParams(ctypes.Structure):
+class HashParams(Params):
+    """Mirror of HashParams in csrc/antialias.cu."""
+
     _fields_ = [
         ("tri", ctypes.c_void_p),
         ("keys", ctypes.c_void_p),
@@ -92,7 +104,9 @@ class HashParams(ctypes.Structure):
     ]
 
 
-class AntialiasParams(ctypes.Structure):
+class AntialiasParams(Params):
+    """Mirror of AntialiasParams in csrc/antialias.cu."""
+
     _fields_ = [
         ("color", ctypes.c_void_p),
         ("rast", ctypes.c_void_p),
@@ -105,7 +119,7 @@ class AntialiasParams(ctypes.Structure):
         ("out", ctypes.c_void_p),
         ("grad_out", ctypes.c_void_p),
         ("grad_color", ctypes.c_void_p),
-        ("grad_pos", ctypes.c_void_p),
+        ("grad_pos", Accumulator),
         ("mask", ctypes.c_longlong),
         ("num_tris", ctypes.c_int),
         ("height", ctypes.c_int),
@@ -140,7 +154,7 @@ def _build_hash(tri: torch.Tensor) -> TopologyHash:
     capacity = 1 << max(6, (6 * tri.shape[0] - 1).bit_length())
     keys = torch.full((capacity,), -1, dtype=torch.int64, device=tri.device)
     tris = torch.empty(capacity, dtype=torch.int32, device=tri.device)
-    params = HashParams(tri.data_ptr(), keys.data_ptr(), tris.data_ptr(), capacity - 1)
+    params = HashParams(tri=tri.data_ptr(), keys=keys.data_ptr(), tris=tris.data_ptr(), mask=capacity - 1)
     kernels.module("antialias", tri.device).launch("antialias_hash_build", params, tri.shape[0])
     return TopologyHash(tri.clone(), keys, tris)
 
@@ -154,11 +168,11 @@ def antialias_construct_topology_hash(tri: torch.Tensor) -> TopologyHash:  # tri
     return _build_hash(tri)
 
 
-def _params(color, rast, pos, tri, topo: TopologyHash, boost: float, **tensors) -> AntialiasParams:
+def _params(color, rast, pos, tri, topo: TopologyHash, boost: float, **fields) -> AntialiasParams:
     n, h, w, c = color.shape
-    p = AntialiasParams(
+    return AntialiasParams(
         color=color.data_ptr(),
-        rast=kernels.ptr(rast),
+        rast=ptr(rast),
         pos=pos.data_ptr(),
         tri=tri.data_ptr(),
         keys=topo.keys.data_ptr(),
@@ -170,10 +184,8 @@ def _params(color, rast, pos, tri, topo: TopologyHash, boost: float, **tensors) 
         channels=c,
         verts_per_image=pos.shape[1] if pos.ndim == 3 else 0,
         pos_gradient_boost=boost,
+        **fields,
     )
-    for name, t in tensors.items():
-        setattr(p, name, kernels.ptr(t))
-    return p
 
 
 class _Antialias(torch.autograd.Function):
@@ -183,7 +195,8 @@ class _Antialias(torch.autograd.Function):
         alpha = torch.empty(n, h, w, 2, dtype=torch.float32, device=color.device)
         edge = torch.empty(n, h, w, 2, 2, dtype=torch.int32, device=color.device)
         out = torch.empty_like(color)
-        params = _params(color, rast, pos, tri, topo, boost, alpha=alpha, edge=edge, out=out)
+        pointers = {"alpha": alpha.data_ptr(), "edge": edge.data_ptr(), "out": out.data_ptr()}
+        params = _params(color, rast, pos, tri, topo, boost, **pointers)
         mod = kernels.module("antialias", color.device)
         mod.launch("antialias_pairs", params, 2 * n * h * w)
         mod.launch("antialias_blend", params, n * h * w)
@@ -195,20 +208,21 @@ class _Antialias(torch.autograd.Function):
     def backward(ctx, grad_out):
         color, pos, tri, alpha, edge = ctx.saved_tensors
         n, h, w, _ = color.shape
-        grad_out = grad_out.contiguous()
         want_color, _, want_pos = ctx.needs_input_grad[:3]
+        mod = kernels.module("antialias", color.device)
         grad_color = torch.empty_like(color) if want_color else None
-        grad_pos = torch.zeros_like(pos) if want_pos else None
+        pos_slots, pos_acc = kernels.accumulator(mod, pos.shape, pos.device) if want_pos else (None, Accumulator())
+        grad_out = grad_out.contiguous()  # kept referenced: the kernel reads it through a raw pointer
         params = _params(
             color, None, pos, tri, ctx.topo, ctx.boost,  # the records stand for rast
-            alpha=alpha, edge=edge, grad_out=grad_out, grad_color=grad_color, grad_pos=grad_pos,
+            alpha=alpha.data_ptr(), edge=edge.data_ptr(), grad_out=grad_out.data_ptr(), grad_color=ptr(grad_color),
+            grad_pos=pos_acc,
         )  # fmt: skip
-        mod = kernels.module("antialias", color.device)
         if want_color:
             mod.launch("antialias_grad_color", params, n * h * w)
         if want_pos:
             mod.launch("antialias_grad_pos", params, 2 * n * h * w)
-        return grad_color, None, grad_pos, None, None, None
+        return grad_color, None, kernels.collect(pos_slots) if want_pos else None, None, None, None
 
 
 def _topology(topology_hash: object, tri: torch.Tensor) -> TopologyHash:

@@ -45,16 +45,34 @@ from dataclasses import dataclass
 import torch
 
 from . import _checks, kernels
+from .params import Accumulator, Params, expect_constants, ptr
 
 _FN = "texture"
 _FN_MIP = "texture_construct_mip"
 _MIP_FILTERS = ("linear-mipmap-nearest", "linear-mipmap-linear")
 _FILTERS = {"nearest": 0, "linear": 1, "linear-mipmap-nearest": 2, "linear-mipmap-linear": 3}
 _BOUNDARIES = {"wrap": 0, "clamp": 1, "zero": 2, "cube": 3}
-MAX_LEVELS = 32  # TEX_MAX_LEVELS in csrc/texture.cu; sides below 2^31 need at most 32 levels
+MAX_LEVELS = 32  # sides below 2^31 need at most 32 levels
+_C_NAMES = {
+    "nearest": "FILTER_NEAREST",
+    "linear": "FILTER_LINEAR",
+    "linear-mipmap-nearest": "FILTER_MIP_NEAREST",
+    "linear-mipmap-linear": "FILTER_MIP_LINEAR",
+    "wrap": "BOUNDARY_WRAP",
+    "clamp": "BOUNDARY_CLAMP",
+    "zero": "BOUNDARY_ZERO",
+    "cube": "BOUNDARY_CUBE",
+}
+expect_constants(
+    "texture",
+    "texture_modes",
+    {**{_C_NAMES[k]: v for k, v in {**_FILTERS, **_BOUNDARIES}.items()}, "TEX_MAX_LEVELS": MAX_LEVELS},
+)
 
 
-class TextureParams(ctypes.Structure):
+class TextureParams(Params):
+    """Mirror of TextureParams in csrc/texture.cu."""
+
     _fields_ = [
         ("tex", ctypes.c_void_p),
         ("pyr", ctypes.c_void_p),
@@ -63,8 +81,8 @@ class TextureParams(ctypes.Structure):
         ("bias", ctypes.c_void_p),
         ("out", ctypes.c_void_p),
         ("grad_out", ctypes.c_void_p),
-        ("grad_tex", ctypes.c_void_p),
-        ("grad_pyr", ctypes.c_void_p),
+        ("grad_tex", Accumulator),
+        ("grad_pyr", Accumulator),
         ("grad_uv", ctypes.c_void_p),
         ("grad_uv_da", ctypes.c_void_p),
         ("grad_bias", ctypes.c_void_p),
@@ -81,7 +99,9 @@ class TextureParams(ctypes.Structure):
     ]
 
 
-class MipParams(ctypes.Structure):
+class MipParams(Params):
+    """Mirror of MipParams in csrc/texture.cu."""
+
     _fields_ = [
         ("fine", ctypes.c_void_p),
         ("coarse", ctypes.c_void_p),
@@ -208,15 +228,15 @@ class _Config:
         return len(self.shapes)
 
 
-def _params(cfg: _Config, tex, pyr, uv, uv_da, bias, **outputs) -> TextureParams:
+def _params(cfg: _Config, tex, pyr, uv, uv_da, bias, **fields) -> TextureParams:
     mipmapped = cfg.filter >= _FILTERS["linear-mipmap-nearest"]
     starts = _offsets(cfg.shapes)[:-1]
-    p = TextureParams(
+    return TextureParams(
         tex=tex.data_ptr(),
-        pyr=kernels.ptr(pyr),
+        pyr=ptr(pyr),
         uv=uv.data_ptr(),
-        uv_da=kernels.ptr(uv_da) if mipmapped else None,
-        bias=kernels.ptr(bias) if mipmapped else None,
+        uv_da=ptr(uv_da) if mipmapped else None,
+        bias=ptr(bias) if mipmapped else None,
         level_offset=(ctypes.c_longlong * MAX_LEVELS)(*starts),
         pixels_per_image=uv.shape[1] * uv.shape[2],
         image_width=uv.shape[2],
@@ -227,10 +247,8 @@ def _params(cfg: _Config, tex, pyr, uv, uv_da, bias, **outputs) -> TextureParams
         last_level=cfg.last,
         filter=cfg.filter,
         boundary=cfg.boundary,
+        **fields,
     )
-    for name, t in outputs.items():
-        setattr(p, name, kernels.ptr(t))
-    return p
 
 
 class _Texture(torch.autograd.Function):
@@ -239,7 +257,7 @@ class _Texture(torch.autograd.Function):
         n, h, w, _ = uv.shape
         out = torch.empty(n, h, w, tex.shape[-1], dtype=torch.float32, device=tex.device)
         kernels.module("texture", tex.device).launch(
-            "texture_fwd", _params(cfg, tex, pyr, uv, uv_da, bias, out=out), n * h * w
+            "texture_fwd", _params(cfg, tex, pyr, uv, uv_da, bias, out=out.data_ptr()), n * h * w
         )
         ctx.cfg = cfg
         ctx.save_for_backward(tex, pyr, uv, uv_da, bias)
@@ -250,9 +268,12 @@ class _Texture(torch.autograd.Function):
         tex, pyr, uv, uv_da, bias = ctx.saved_tensors
         cfg = ctx.cfg
         need_tex, need_pyr, need_uv, need_da, need_bias = ctx.needs_input_grad[:5]
-        grad_tex = torch.zeros_like(tex) if need_tex else None
+        mod = kernels.module("texture", tex.device)
+        tex_slots, tex_acc = kernels.accumulator(mod, tex.shape, tex.device) if need_tex else (None, Accumulator())
         want_pyr = cfg.last > 0 and (need_pyr or (need_tex and cfg.through_tex))
-        grad_pyr = torch.zeros(_offsets(cfg.shapes)[-1], dtype=torch.float32, device=tex.device) if want_pyr else None
+        pyr_slots, pyr_acc = (None, Accumulator())
+        if want_pyr:
+            pyr_slots, pyr_acc = kernels.accumulator(mod, (_offsets(cfg.shapes)[-1],), tex.device)
         grad_uv = torch.empty_like(uv) if need_uv else None
         grad_da = torch.empty_like(uv_da) if need_da else None
         grad_bias = torch.empty_like(bias) if need_bias else None
@@ -265,19 +286,21 @@ class _Texture(torch.autograd.Function):
             uv,
             uv_da,
             bias,
-            grad_out=grad_out,
-            grad_tex=grad_tex,
-            grad_pyr=grad_pyr,
-            grad_uv=grad_uv,
-            grad_uv_da=grad_da,
-            grad_bias=grad_bias,
+            grad_out=grad_out.data_ptr(),
+            grad_tex=tex_acc,
+            grad_pyr=pyr_acc,
+            grad_uv=ptr(grad_uv),
+            grad_uv_da=ptr(grad_da),
+            grad_bias=ptr(grad_bias),
         )
-        kernels.module("texture", tex.device).launch("texture_bwd", params, n * h * w)
+        mod.launch("texture_bwd", params, n * h * w)
+        grad_tex = kernels.collect(tex_slots) if need_tex else None
+        grad_pyr = kernels.collect(pyr_slots) if want_pyr else None
         if cfg.through_tex and grad_tex is not None and grad_pyr is not None:
             _pyramid_grad_to_base(grad_tex, grad_pyr, cfg.shapes)
         if not need_pyr:  # a prebuilt or internal pyramid: its gradient went on into tex
             grad_pyr = None
-        return grad_tex, grad_pyr, grad_uv, grad_da, grad_bias, None
+        return kernels.saturate(grad_tex), kernels.saturate(grad_pyr), grad_uv, grad_da, grad_bias, None
 
 
 def _choice(fn: str, name: str, value: object, options: Sequence[str]) -> str:

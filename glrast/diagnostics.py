@@ -30,6 +30,7 @@ ENV_VARS = (
     "NVIDIA_DRIVER_CAPABILITIES",
     "GLRAST_CACHE_DIR",
     "GLRAST_HOST_CFLAGS",
+    "GLRAST_ACCUMULATOR_MB",
     "CXX",
     "GLCONTEXT_DEVICE_INDEX",
     "GLCONTEXT_LINUX_LIBEGL",
@@ -79,7 +80,7 @@ def _torch_facts() -> dict[str, Any]:
         "devices": [],
     }
     if facts["cuda_available"]:
-        from .egl import cuda_pci_bus_id
+        from .cuda_driver import pci_bus_id
 
         for index in range(torch.cuda.device_count()):
             major, minor = torch.cuda.get_device_capability(index)
@@ -88,7 +89,7 @@ def _torch_facts() -> dict[str, Any]:
                     "index": index,
                     "name": torch.cuda.get_device_name(index),
                     "arch": major * 10 + minor,
-                    "pci_bus_id": cuda_pci_bus_id(index),
+                    "pci_bus_id": pci_bus_id(index),
                 }
             )
     return facts
@@ -209,6 +210,7 @@ def egl_device_match(egl_facts: dict[str, Any], cuda_index: int, pci_bus_id: str
 
 def _cuda_facts(torch_facts: dict[str, Any]) -> dict[str, Any]:
     from . import kernels
+    from .cuda_driver import check_cuda
 
     facts: dict[str, Any] = {
         "bindings_version": None,
@@ -226,10 +228,10 @@ def _cuda_facts(torch_facts: dict[str, Any]) -> dict[str, Any]:
         return facts
     drv = facts["driver"]
     try:
-        kernels.check_cuda(driver.cuInit(0), "cuInit")
-        version = kernels.check_cuda(driver.cuDriverGetVersion(), "cuDriverGetVersion")
+        check_cuda(driver.cuInit(0), "cuInit")
+        version = check_cuda(driver.cuDriverGetVersion(), "cuDriverGetVersion")
         drv.update(loaded=True, version=f"{version // 1000}.{version % 1000 // 10}")
-        drv["device_count"] = kernels.check_cuda(driver.cuDeviceGetCount(), "cuDeviceGetCount")
+        drv["device_count"] = check_cuda(driver.cuDeviceGetCount(), "cuDeviceGetCount")
     except Exception as e:  # no libcuda.so.1 raises from the bindings' loader
         drv["error"] = _error_text(e)
     nv = facts["nvrtc"]
@@ -277,7 +279,17 @@ def _cache_facts() -> dict[str, Any]:
     existing = next((p for p in (path, *path.parents) if p.exists()), None)
     writable = existing is not None and os.access(existing, os.W_OK)
     artifacts = sum(1 for p in path.glob("*/*") if p.is_file()) if path.is_dir() else 0
-    return {"dir": str(path), "exists": path.is_dir(), "writable": writable, "artifacts": artifacts}
+    try:
+        accumulator_mb: float | str = kernels.accumulator_cap_bytes() / (1 << 20)
+    except ValueError as e:
+        accumulator_mb = str(e)
+    return {
+        "dir": str(path),
+        "exists": path.is_dir(),
+        "writable": writable,
+        "artifacts": artifacts,
+        "accumulator_mb": accumulator_mb,
+    }
 
 
 def doctor() -> dict[str, Any]:
@@ -508,6 +520,9 @@ def _host_problems(r: dict[str, Any]) -> list[dict[str, str]]:
                 "set GLRAST_CACHE_DIR to a writable directory",
             )
         )
+    if isinstance(cache["accumulator_mb"], str):
+        fix = "set GLRAST_ACCUMULATOR_MB to a size in MiB, or unset it"
+        found.append(_problem("error", cache["accumulator_mb"], fix))
     if "GLCONTEXT_DEVICE_INDEX" in r["env"]:
         found.append(
             _problem(
@@ -595,6 +610,9 @@ def format_report(report: dict[str, Any]) -> str:
     add(
         f"kernel cache: {ca['dir']} ({'writable' if ca['writable'] else 'NOT writable'}, {ca['artifacts']} artifact(s))"
     )
+    cap = ca["accumulator_mb"]
+    cap_text = f"{cap:g} MiB" if isinstance(cap, float) else f"invalid ({cap})"
+    add(f"gradient accumulator: per-thread copies up to {cap_text} a gradient ($GLRAST_ACCUMULATOR_MB)")
     problems = r["problems"]
     add("")
     if not problems:
