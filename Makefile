@@ -12,7 +12,12 @@ SANITIZE := GLRAST_CACHE_DIR=$(CURDIR)/.venv/sanitizer-cache \
 KERNEL_TESTS := tests/test_raster.py tests/test_depth_peeler.py tests/test_interpolate.py tests/test_texture.py \
 	tests/test_texture_limits.py tests/test_antialias.py
 
-.PHONY: demo test test-sanitizers test-triton lint bench venv
+# The window tests start their own X server (Xvfb), send it input with xdotool and photograph its
+# windows with ImageMagick's `import`; glfw's windows need Mesa's GLX. Installed through apt when missing.
+X_TOOLS := Xvfb:xvfb xdotool:xdotool import:imagemagick
+SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
+
+.PHONY: demo test test-sanitizers test-triton lint bench venv system-packages
 
 venv: $(VENV_STAMP)
 
@@ -35,7 +40,16 @@ $(TRITON_STAMP): tests/beside_triton/requirements.txt
 	$(TRITON_PY) -m pip install -q -r tests/beside_triton/requirements.txt
 	touch $@
 
-test: lint $(VENV_STAMP)
+system-packages:
+	@missing=""; \
+	for pair in $(X_TOOLS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	dpkg -s libglx-mesa0 libgl1 >/dev/null 2>&1 || missing="$$missing libglx-mesa0 libgl1"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing"; \
+		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+test: lint system-packages $(VENV_STAMP)
 	$(PY) -m pytest -q
 	$(MAKE) test-sanitizers
 	$(MAKE) test-triton

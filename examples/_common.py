@@ -1,5 +1,5 @@
 """Output and command-line plumbing shared by the examples: upright PNGs, loss plots,
-progress bars, the common options. Not part of glrast's API."""
+progress bars, the common options, the --display window. Not part of glrast's API."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import glrast
 from glrast._progress import progress_bar as bar  # the examples' progress: tqdm on a terminal, lines in logs
 
 
@@ -33,7 +34,8 @@ def parser(name: str, doc: str | None, steps: int, res: int) -> argparse.Argumen
     p.add_argument("--res", type=positive_int, default=res, help=f"image resolution in pixels (default {res})")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--display", action="store_true", help="show progress in the live viewer (not available yet)")
+    p.add_argument("--display", action="store_true",
+                   help="show target, current and difference live in a window, with the loss curve")  # fmt: skip
     return p
 
 
@@ -43,9 +45,53 @@ def pick_device(name: str | None) -> torch.device:
     return torch.device(name)
 
 
-def check_display(display: bool) -> None:
-    if display:
-        print("--display: the live viewer is not available yet; writing files only")
+class LiveDisplay:
+    """--display: target, current and their difference side by side in a glrast.Viewer window,
+    updated live (at most `max_fps` frames a second, so training hardly slows down), and the loss
+    curve under them. Without a display it says why in one line and does nothing else: the
+    example goes on and writes its files as always. Closing the window stops the display only."""
+
+    def __init__(self, enabled: bool, title: str, max_fps: float = 30) -> None:
+        self.viewer: glrast.Viewer | None = None
+        if enabled:
+            try:
+                self.viewer = glrast.Viewer(title=title, max_fps=max_fps)
+            except glrast.ViewerUnavailableError as e:
+                print(f"--display: {e} Writing files only.", flush=True)
+
+    def update(self, target: torch.Tensor, current: torch.Tensor, loss: float, curve: str = "loss") -> None:
+        """target, current: [H, W, C] images in [0, 1], row 0 = bottom; loss: this step's value."""
+        if self.viewer is None:
+            return
+        self.viewer.plot(curve, loss)
+        target, current = target.detach(), current.detach()
+        images = [target, current, (target - current).abs()]
+        if not self.viewer.show(images, labels=("target", "current", "|target - current|")):
+            self._closed()
+
+    def hold(self, images: Sequence[torch.Tensor], labels: Sequence[str]) -> None:
+        """Show `images` until the user closes the window (Esc or the close button)."""
+        if self.viewer is None:
+            return
+        print("--display: close the window (or press Esc) to go on", flush=True)
+        while self.viewer.show(images, labels):
+            self.viewer.wait(0.1)
+        self._closed()
+
+    def _closed(self) -> None:
+        print("--display: the window was closed", flush=True)
+        self.viewer = None
+
+    def close(self) -> None:
+        if self.viewer is not None:
+            self.viewer.close()
+            self.viewer = None
+
+    def __enter__(self) -> LiveDisplay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def progress(steps: int, desc: str, quiet: bool) -> Iterator[int]:

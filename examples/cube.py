@@ -46,7 +46,8 @@ class Renderer:
 
 def run(steps: int = 1000, res: int = 16, batch: int = 4, noise: float = 0.5, lr: float = 0.03, display_res: int = 256,
         out: Path | None = None, device: str | None = None, seed: int = 0,
-        glctx: dr.RasterizeGLContext | None = None, quiet: bool = False) -> dict:  # fmt: skip
+        glctx: dr.RasterizeGLContext | None = None, quiet: bool = False,
+        display: _common.LiveDisplay | None = None) -> dict:  # fmt: skip
     """Fit the cube from a start whose vertices are displaced by uniform noise in [-noise, noise].
 
     Returns the vertex-position RMSE at the start and at the end, the colour RMSE, the final
@@ -85,6 +86,8 @@ def run(steps: int = 1000, res: int = 16, batch: int = 4, noise: float = 0.5, lr
         sched.step()
         losses.append(float(loss.detach()))
         rmses.append(pos_rmse())
+        if display is not None:
+            display.update(target[0], image[0], losses[-1])
 
     result = {
         "pos_rmse_start": rmse_start,
@@ -113,9 +116,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch", type=_common.positive_int, default=4, help="views per step (default 4)")
     p.add_argument("--noise", type=float, default=0.5, help="start: vertex displacement amplitude (default 0.5)")
     args = p.parse_args(argv)
-    _common.check_display(args.display)
-    r = run(steps=args.steps, res=args.res, batch=args.batch, noise=args.noise, out=args.out, device=args.device,
-            seed=args.seed)  # fmt: skip
+    with _common.LiveDisplay(args.display, "glrast cube") as display:
+        r = run(steps=args.steps, res=args.res, batch=args.batch, noise=args.noise, out=args.out,
+                device=args.device, seed=args.seed, display=display)  # fmt: skip
     print(
         f"cube: vertex RMSE {r['pos_rmse_start']:.3f} -> {r['pos_rmse']:.2e} "
         f"({r['pos_rmse_start'] / r['pos_rmse']:.3g}x lower), colour RMSE {r['col_rmse']:.2e}, "

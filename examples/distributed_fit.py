@@ -113,7 +113,8 @@ def _setup(device: str | None) -> tuple[int, int, torch.device]:
 
 def run(steps: int = 300, res: int = 48, batch: int = 8, views: int = 64, level: int = 3, lr: float = 0.01,
         smooth: float = 2.0, display_res: int = 256, out: Path | None = None, device: str | None = None,
-        seed: int = 0, record: Path | None = None, quiet: bool = False) -> dict:  # fmt: skip
+        seed: int = 0, record: Path | None = None, quiet: bool = False,
+        display: _common.LiveDisplay | None = None) -> dict:  # fmt: skip
     """Fit the blob; `batch` views a step in total, split evenly across the ranks.
 
     Returns (on every rank) the vertex and colour RMSE to the target at the start and at
@@ -162,6 +163,8 @@ def run(steps: int = 300, res: int = 48, batch: int = 8, views: int = 64, level:
                 if world > 1:
                     dist.all_reduce(reported, op=dist.ReduceOp.AVG)
                 losses.append(float(reported))
+                if display is not None:
+                    display.update(target[0], image[0], losses[-1], "loss (mean over ranks)")
                 progress.update()
                 step += 1
                 if step == steps:
@@ -201,7 +204,6 @@ def main(argv: list[str] | None = None) -> dict | None:
                    help="start this many ranks on this machine (through torchrun) instead of here")  # fmt: skip
     p.add_argument("--record", type=Path, default=None, help="rank 0 saves parameters and gradients of every step")
     args = p.parse_args(argv)
-    _common.check_display(args.display)
     if args.nproc is not None and "WORLD_SIZE" not in os.environ:
         rest = [a for k, a in enumerate(argv) if a != "--nproc" and (k == 0 or argv[k - 1] != "--nproc")]
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}"]
@@ -211,9 +213,11 @@ def main(argv: list[str] | None = None) -> dict | None:
         return None
     if args.device is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         p.error("--device: under torchrun every rank uses cuda:LOCAL_RANK (or the CPU without CUDA)")
-    r = run(steps=args.steps, res=args.res, batch=args.batch, views=args.views, out=args.out, device=args.device,
-            seed=args.seed, record=args.record)  # fmt: skip
-    if int(os.environ.get("RANK", "0")) == 0:
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    with _common.LiveDisplay(args.display and rank0, "glrast distributed_fit") as display:  # rank 0's window
+        r = run(steps=args.steps, res=args.res, batch=args.batch, views=args.views, out=args.out,
+                device=args.device, seed=args.seed, record=args.record, display=display)  # fmt: skip
+    if rank0:
         print(f"distributed_fit: {r['world_size']} rank(s), surface RMSE {r['surface_rmse_start']:.3f} -> "
               f"{r['surface_rmse']:.4f}, colour RMSE {r['col_rmse_start']:.3f} -> {r['col_rmse']:.3f}, "
               f"loss {r['loss']:.2e}, {r['steps_s']:.1f} s of steps, {r['time_s']:.1f} s in all")  # fmt: skip

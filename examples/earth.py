@@ -88,7 +88,8 @@ class Planet:
 
 
 def train(planet: Planet, targets: torch.Tensor, views: torch.Tensor, init: torch.Tensor, mip: bool, steps: int,
-          batch: int, res: int, gen: torch.Generator, quiet: bool) -> tuple[torch.Tensor, list[float]]:  # fmt: skip
+          batch: int, res: int, gen: torch.Generator, quiet: bool,
+          display: _common.LiveDisplay | None = None) -> tuple[torch.Tensor, list[float]]:  # fmt: skip
     tex = init.clone().requires_grad_()
     opt = torch.optim.Adam([tex], lr=0.02)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 10 ** (-k / steps))
@@ -104,12 +105,16 @@ def train(planet: Planet, targets: torch.Tensor, views: torch.Tensor, init: torc
         with torch.no_grad():
             tex.clamp_(0, 1)
         losses.append(float(loss.detach()))
+        if display is not None:
+            display.update(targets[pick[0].to(targets.device)], image[0], losses[-1],
+                           "loss, mipmaps" if mip else "loss, no mipmaps")  # fmt: skip
     return tex.detach(), losses
 
 
 def run(steps: int = 400, res: int = 64, tex_res: int = 512, train_views: int = 32, test_views: int = 8,
         batch: int = 4, out: Path | None = None, device: str | None = None, seed: int = 0,
-        glctx: dr.RasterizeGLContext | None = None, quiet: bool = False) -> dict:  # fmt: skip
+        glctx: dr.RasterizeGLContext | None = None, quiet: bool = False,
+        display: _common.LiveDisplay | None = None) -> dict:  # fmt: skip
     """Learn a [tex_res, 2 tex_res] texture twice (with / without mipmaps) from `train_views`
     reference renders at res x res; returns the held-out PSNR of both runs and the time."""
     start = time.perf_counter()
@@ -128,7 +133,7 @@ def run(steps: int = 400, res: int = 64, tex_res: int = 512, train_views: int = 
     curves, learned = {}, {}
     for mip in (True, False):
         key = "mip" if mip else "nomip"
-        tex, losses = train(planet, targets, train_v, init, mip, steps, batch, res, gen, quiet)
+        tex, losses = train(planet, targets, train_v, init, mip, steps, batch, res, gen, quiet, display)
         with torch.no_grad():
             test_images = planet.render(tex, test_v, res, mip)
         result[f"psnr_{key}"] = _common.psnr(test_images, test_targets)
@@ -157,9 +162,9 @@ def main(argv: list[str] | None = None) -> dict:
         "--train-views", type=_common.positive_int, default=32, help="reference renders to learn from (default 32)"
     )
     args = p.parse_args(argv)
-    _common.check_display(args.display)
-    r = run(steps=args.steps, res=args.res, tex_res=args.tex_res, train_views=args.train_views, out=args.out,
-            device=args.device, seed=args.seed)  # fmt: skip
+    with _common.LiveDisplay(args.display, "glrast earth") as display:
+        r = run(steps=args.steps, res=args.res, tex_res=args.tex_res, train_views=args.train_views, out=args.out,
+                device=args.device, seed=args.seed, display=display)  # fmt: skip
     print(
         f"earth: held-out PSNR {r['psnr_mip']:.2f} dB with mipmaps, {r['psnr_nomip']:.2f} dB without "
         f"({r['psnr_gain_db']:+.2f} dB), {r['time_s']:.1f} s"

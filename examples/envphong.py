@@ -115,7 +115,8 @@ class Scene:
 
 def run(steps: int = 1500, res: int = 64, env_res: int = 32, train_views: int = 64, test_views: int = 8,
         batch: int = 4, level: int = 4, out: Path | None = None, device: str | None = None, seed: int = 0,
-        glctx: dr.RasterizeGLContext | None = None, quiet: bool = False) -> dict:  # fmt: skip
+        glctx: dr.RasterizeGLContext | None = None, quiet: bool = False,
+        display: _common.LiveDisplay | None = None) -> dict:  # fmt: skip
     """Learn the cube map and the Phong parameters; returns the held-out PSNR, the learned
     parameters and the time."""
     start = time.perf_counter()
@@ -150,6 +151,8 @@ def run(steps: int = 1500, res: int = 64, env_res: int = 32, train_views: int = 
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
+        if display is not None:
+            display.update(targets[pick[0].to(dev)].clamp(0, 1), image[0].clamp(0, 1), losses[-1])
 
     with torch.no_grad():
         test_images = scene.render(env, phong(), mvp[train_views:], eye[train_views:], res)
@@ -177,8 +180,9 @@ def main(argv: list[str] | None = None) -> dict:
     p = _common.parser("envphong", __doc__, steps=1500, res=64)
     p.add_argument("--env-res", type=_common.positive_int, default=32, help="cube map face size in texels (default 32)")
     args = p.parse_args(argv)
-    _common.check_display(args.display)
-    r = run(steps=args.steps, res=args.res, env_res=args.env_res, out=args.out, device=args.device, seed=args.seed)
+    with _common.LiveDisplay(args.display, "glrast envphong") as display:
+        r = run(steps=args.steps, res=args.res, env_res=args.env_res, out=args.out, device=args.device,
+                seed=args.seed, display=display)  # fmt: skip
     ph = r["phong"]
     print(
         f"envphong: held-out PSNR {r['psnr']:.2f} dB; shininess {ph['shininess']:.1f} "

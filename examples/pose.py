@@ -88,22 +88,26 @@ class Scene:
         return dr.antialias(color, rast, clip, self.tri)
 
 
-def descend(scene: Scene, target: torch.Tensor, q: torch.Tensor, steps: int, lr: float, log: list[float]):
+def descend(scene: Scene, target: torch.Tensor, q: torch.Tensor, steps: int, lr: float, log: list[float],
+            display: _common.LiveDisplay | None = None):  # fmt: skip
     """`steps` Adam steps on every quaternion of q ([K, 4]) at once; returns (q, final loss per candidate)."""
     q = q.detach().clone().requires_grad_()
     opt = torch.optim.Adam([q], lr=lr)
     for _ in range(steps):
-        loss_each = ((scene.render(q) - target) ** 2).mean(dim=(1, 2, 3))
+        images = scene.render(q)
+        loss_each = ((images - target) ** 2).mean(dim=(1, 2, 3))
         opt.zero_grad()
         loss_each.sum().backward()
         opt.step()
         log.append(float(loss_each.detach().min()))
+        if display is not None:
+            display.update(target[0], images[loss_each.argmin()], log[-1], "loss (best candidate)")
     return q.detach(), loss_each.detach()
 
 
 def fit(scene: Scene, target: torch.Tensor, q_init: torch.Tensor, gen: torch.Generator, candidates: int,
-        search_steps: int, refine_steps: int, log: list[float], rounds: int = 3,
-        tol: float = 1e-5) -> torch.Tensor:  # fmt: skip
+        search_steps: int, refine_steps: int, log: list[float], rounds: int = 3, tol: float = 1e-5,
+        display: _common.LiveDisplay | None = None) -> torch.Tensor:  # fmt: skip
     """Best quaternion for `target` ([1, H, W, 3]) starting near q_init ([4]).
 
     A round descends from `candidates` starts around the current estimate (the estimate itself
@@ -117,8 +121,8 @@ def fit(scene: Scene, target: torch.Tensor, q_init: torch.Tensor, gen: torch.Gen
         angles = torch.full((candidates,), spread)
         angles[0] = 0.0
         starts = quat_mul(rotation_by(gen, angles).to(q.device), q.expand(candidates, 4))
-        q, loss_each = descend(scene, target, starts, search_steps, 0.04, log)
-        q, loss = descend(scene, target, q[loss_each.argmin()][None], refine_steps, 0.01, log)
+        q, loss_each = descend(scene, target, starts, search_steps, 0.04, log, display)
+        q, loss = descend(scene, target, q[loss_each.argmin()][None], refine_steps, 0.01, log, display)
         if float(loss[0]) < tol:
             break
         spread = 15.0
@@ -127,7 +131,8 @@ def fit(scene: Scene, target: torch.Tensor, q_init: torch.Tensor, gen: torch.Gen
 
 def run(trials: int = 10, res: int = 64, max_angle: float = 90.0, candidates: int = 12, search_steps: int = 60,
         refine_steps: int = 60, out: Path | None = None, device: str | None = None, seed: int = 0,
-        glctx: dr.RasterizeGLContext | None = None, quiet: bool = False) -> dict:  # fmt: skip
+        glctx: dr.RasterizeGLContext | None = None, quiet: bool = False,
+        display: _common.LiveDisplay | None = None) -> dict:  # fmt: skip
     """Run `trials` pose recoveries, each from a start rotated by up to `max_angle` degrees
     (uniform) off the target. Returns errors per trial (degrees), the success rate
     (error < 2 degrees), and the time."""
@@ -142,7 +147,7 @@ def run(trials: int = 10, res: int = 64, max_angle: float = 90.0, candidates: in
         q_init = quat_mul(offset, q_target)
         target = scene.render(q_target[None].to(glctx.device)).detach()
         log: list[float] = []
-        q = fit(scene, target, q_init, gen, candidates, search_steps, refine_steps, log)
+        q = fit(scene, target, q_init, gen, candidates, search_steps, refine_steps, log, display=display)
         errors.append(float(angle_deg(q.cpu(), q_target)))
         start_angles.append(float(angle_deg(q_init, q_target)))
         logs.append(log)
@@ -171,10 +176,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     if args.steps < 2:
         p.error(f"--steps must be >= 2 (half search, half refinement), got {args.steps}")
-    _common.check_display(args.display)
     search = max(1, args.steps // 2)
-    result = run(trials=args.trials, res=args.res, max_angle=args.max_angle, search_steps=search,
-                 refine_steps=args.steps - search, out=args.out, device=args.device, seed=args.seed)  # fmt: skip
+    with _common.LiveDisplay(args.display, "glrast pose") as display:
+        result = run(trials=args.trials, res=args.res, max_angle=args.max_angle, search_steps=search,
+                     refine_steps=args.steps - search, out=args.out, device=args.device, seed=args.seed,
+                     display=display)  # fmt: skip
     print(
         f"pose: {math.floor(100 * result['success_rate'] + 0.5)}% of {args.trials} trials within 2 deg "
         f"(median error {result['median_error_deg']:.2f} deg, starts up to {args.max_angle:.0f} deg away), "

@@ -15,7 +15,8 @@ import torch
 import glrast as dr
 
 
-def run(res: int = 256, out: Path | None = None, device: str | None = None, glctx=None) -> dict:
+def run(res: int = 256, out: Path | None = None, device: str | None = None, glctx=None,
+        display: _common.LiveDisplay | None = None) -> dict:  # fmt: skip
     """Render the triangle at res x res; returns {'coverage': fraction of pixels covered, 'time_s': ...}."""
     start = time.perf_counter()
     dev = _common.pick_device(device)
@@ -30,6 +31,8 @@ def run(res: int = 256, out: Path | None = None, device: str | None = None, glct
 
     if out is not None:
         _common.save_images(Path(out) / "triangle.png", [image[0]])  # flipped upright on the way out
+    if display is not None:
+        display.hold([image[0]], ["triangle"])  # the viewer shows row 0 at the bottom too
     coverage = float((rast[..., 3] > 0).float().mean())
     return {"coverage": coverage, "time_s": time.perf_counter() - start}
 
@@ -41,10 +44,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", type=Path, default=Path("out/triangle"), help="output folder (default out/triangle)")
     p.add_argument("--res", type=_common.positive_int, default=256, help="image side in pixels (default 256)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    p.add_argument("--display", action="store_true", help="show the image in the live viewer (not available yet)")
+    p.add_argument("--display", action="store_true", help="show the image in a window until it is closed")
     args = p.parse_args(argv)
-    _common.check_display(args.display)
-    result = run(res=args.res, out=args.out, device=args.device)
+    with _common.LiveDisplay(args.display, "glrast triangle") as display:
+        result = run(res=args.res, out=args.out, device=args.device, display=display)
     print(
         f"triangle: {args.res}x{args.res}, coverage {result['coverage']:.3f}, {result['time_s']:.2f} s "
         f"-> {args.out / 'triangle.png'}"

@@ -29,6 +29,9 @@ _EXPORTS = {
     "get_log_level": "_log",
     "set_log_level": "_log",
     "doctor": "diagnostics",
+    "Viewer": "viewer",
+    "ViewerUnavailableError": "viewer",
+    "show": "viewer",
 }
 _SUBMODULES = ("camera", "mesh")
 
@@ -50,6 +53,9 @@ if TYPE_CHECKING:  # the same names for type checkers, which do not run __getatt
     from .raster import rasterize as rasterize
     from .texturing import texture as texture
     from .texturing import texture_construct_mip as texture_construct_mip
+    from .viewer import Viewer as Viewer
+    from .viewer import ViewerUnavailableError as ViewerUnavailableError
+    from .viewer import show as show
 
 
 def __getattr__(name: str) -> Any:

@@ -28,6 +28,7 @@ NEEDS = {
     "demo triangle": ("pillow",),
     **{f"demo {name}": ("pillow", "matplotlib") for name in DEMOS if name != "triangle"},
     "render": ("pillow", "trimesh"),
+    "view": ("trimesh",),
 }
 _MODULE_OF = {"pillow": "PIL", "matplotlib": "matplotlib", "trimesh": "trimesh", "tqdm": "tqdm"}
 
@@ -162,6 +163,16 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 
+def _cmd_view(args: argparse.Namespace) -> int:
+    for what, path in (("mesh file", args.mesh), ("--texture file", args.texture)):
+        if path is not None and not path.is_file():
+            raise UsageError(f"view: no such {what}: {path}")
+    require("view")
+    from .mesh_viewer import run
+
+    return run(args.mesh, texture=args.texture, res=tuple(args.res), device=args.device, out=args.out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="glrast", description="glrast: differentiable rasterization")
     parser.add_argument("--version", action="version", version=f"glrast {__version__}")
@@ -182,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
         usage="glrast demo NAME [--out DIR] [--display] [options of the example]",
         help=f"run one of the examples ({', '.join(DEMOS)})",
         description="Run examples/NAME.py of this checkout. Every option after NAME goes to the example: "
-        "--out DIR (default out/NAME), --display (the live viewer, not available yet), --steps, --res, ... "
+        "--out DIR (default out/NAME), --display (target, current and difference live in a window, with the "
+        "loss curve), --steps, --res, ... "
         "(glrast demo NAME --help lists them).",
     )
     demo.add_argument("name", choices=DEMOS, metavar="NAME", help=", ".join(DEMOS))
@@ -226,6 +238,24 @@ def build_parser() -> argparse.ArgumentParser:
                         help="JSON log of every mesh's outcome (default OUT/render_log.json)")
     render.set_defaults(run=_cmd_render)
 
+    view = commands.add_parser(
+        "view",
+        help="look at a mesh file in a window (orbit, pan, zoom; shading, normals, depth, ids, UVs, wireframe)",
+        description="Open MESH (OBJ, PLY, GLB, STL, ... through trimesh) in a window, rendered by glrast. "
+        "Left drag orbits, right drag pans, the wheel zooms; keys 1-6 switch between shaded, normals, depth, "
+        "triangle ids, a UV checker texture and wireframe; s saves a PNG of the window, r resets the camera, "
+        "h prints the keys, q or Esc quits. The title shows the frame time and the triangle count. "
+        "Needs a display (a desktop session, or xvfb-run).",
+    )
+    view.add_argument("mesh", type=Path, help="mesh file")
+    view.add_argument("--texture", type=Path, default=None, metavar="IMG",
+                      help="image to map through the mesh's texture coordinates (instead of its own texture)")
+    view.add_argument("--res", type=_positive_int, nargs=2, default=(512, 512), metavar=("H", "W"),
+                      help="rendered image height and width in pixels = the window's size (default 512 512)")
+    view.add_argument("--out", type=Path, default=Path("."), help="folder for the PNGs saved with s (default .)")
+    view.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    view.set_defaults(run=_cmd_view)  # fmt: skip
+
     bench = commands.add_parser(
         "bench",
         help="time rasterize + interpolate (benchmarks/bench_raster.py, quick mode)",
@@ -235,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--runs", type=int, default=None, help="timed calls per case (bench_raster.py's default)")
     bench.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     bench.set_defaults(run=_cmd_bench)
-    for sub in (doctor, demo, render, bench):  # also after the command (but not after demo NAME: the example's)
+    for sub in (doctor, demo, render, view, bench):  # also after the command (but not after demo NAME: the example's)
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 

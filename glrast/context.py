@@ -145,6 +145,8 @@ class RasterizeGLContext:
         self._owns_gl = gl_context is None
         self.egl_device = _egl_device(self.device) if gl_context is None else None
         self.gl = gl_context if gl_context is not None else _create_egl_context(self.egl_device)
+        # The EGLContext handle, to check that making it current worked (glcontext does not check).
+        self._egl_handle = self._current_egl_handle() if gl_context is None else None
         self._pipeline: RasterPipeline | None = None
         self.active_peeler: Any = None
         limits = self.gl.info
@@ -183,10 +185,39 @@ class RasterizeGLContext:
                 "is bound to its thread. Create one context per thread."
             )
 
+    @staticmethod
+    def _current_egl_handle() -> int:
+        from .egl import current_context
+
+        handle = current_context().context
+        if handle is None:
+            raise RuntimeError(
+                "RasterizeGLContext: the headless EGL context could not be made current on this thread: another "
+                "API's context (e.g. a GLX window's) is current here, and glvnd allows one current context per "
+                "thread. Release it first (glfw.make_context_current(None)); glrast.Viewer does this itself."
+            )
+        return handle
+
+    def _check_current(self, just_made_current: bool) -> None:
+        """Raise unless this context is current (glcontext does not check that making it current worked)."""
+        if self._egl_handle is None:
+            return
+        if not just_made_current:
+            from .egl import current_context
+
+            if current_context().context != self._egl_handle:
+                raise RuntimeError(
+                    "RasterizeGLContext: this context is not current on this thread (mode='manual': call "
+                    "set_context() first)"
+                )
+        elif self._current_egl_handle() != self._egl_handle:
+            raise RuntimeError("RasterizeGLContext: another EGL context is current after making this one current")
+
     def set_context(self) -> None:
         """Make the GL context current (mode='manual')."""
         self._check_thread()
         self.gl.__enter__()
+        self._check_current(just_made_current=True)
 
     def release_context(self) -> None:
         """Release the GL context (mode='manual')."""
@@ -200,9 +231,20 @@ class RasterizeGLContext:
             raise RuntimeError("RasterizeGLContext: the context has been released")
         self._check_thread()
         if self.mode == "automatic":
-            with self.gl:
-                yield self.gl
+            # glcontext's exit leaves no context current; put back whatever was (e.g. a
+            # manual-mode context of the caller's)
+            from .egl import current_context, make_current
+
+            saved = current_context() if self._egl_handle is not None else None
+            try:
+                with self.gl:
+                    self._check_current(just_made_current=True)
+                    yield self.gl
+            finally:
+                if saved is not None and saved.context is not None:
+                    make_current(saved)
         else:
+            self._check_current(just_made_current=False)
             yield self.gl
 
     @property

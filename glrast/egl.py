@@ -29,6 +29,13 @@ display was initialised before this process was forked; `ForkSafeContext` is the
 context on Mesa's other headless platform (surfaceless), initialised in the child
 without rasterizer threads (LP_NUM_THREADS=0), which its own forked children can
 share safely.
+
+Current contexts: glvnd lets a thread have one current context across EGL and GLX
+together. A GLX context (a desktop window's) cannot be made current while an EGL
+context is (the X server answers BadAccess, which ends the process), and an EGL
+context cannot be made current while a GLX one is (eglMakeCurrent fails with
+EGL_BAD_ACCESS). `release_current` / `make_current` let the viewer step its window's
+context in between and put the EGL state back afterwards.
 """
 
 from __future__ import annotations
@@ -59,6 +66,8 @@ EGL_CONTEXT_OPENGL_PROFILE_MASK = 0x30FD
 EGL_CONTEXT_OPENGL_CORE_PROFILE_BIT = 0x1
 EGL_PLATFORM_DEVICE_EXT = 0x313F
 EGL_PLATFORM_SURFACELESS_MESA = 0x31DD
+EGL_DRAW = 0x3059
+EGL_READ = 0x305A
 SOFTWARE_EXTENSION = "EGL_MESA_device_software"
 # glcontext reads these environment variables and lets them override its arguments.
 LIBEGL_ENV = "GLCONTEXT_LINUX_LIBEGL"
@@ -181,6 +190,62 @@ class _ContextCalls:
 @functools.cache
 def _egl() -> _Egl:
     return _Egl(library_name())
+
+
+@dataclass(frozen=True)
+class CurrentContext:
+    """The EGL state current on a thread (eglGetCurrent*); None stands for EGL_NO_*."""
+
+    display: int | None
+    draw: int | None
+    read: int | None
+    context: int | None
+
+
+@functools.cache
+def _current_api() -> ctypes.CDLL:
+    """libEGL with the current-context entry points typed (core EGL 1.4: no extension needed)."""
+    lib = _egl().lib
+    for name in ("eglGetCurrentContext", "eglGetCurrentDisplay"):
+        getattr(lib, name).restype = ctypes.c_void_p
+        getattr(lib, name).argtypes = []
+    lib.eglGetCurrentSurface.restype = ctypes.c_void_p
+    lib.eglGetCurrentSurface.argtypes = [ctypes.c_int32]
+    lib.eglMakeCurrent.restype = ctypes.c_uint32
+    lib.eglMakeCurrent.argtypes = [ctypes.c_void_p] * 4
+    return lib
+
+
+def current_context() -> CurrentContext:
+    """The EGL display, surfaces and context current on this thread."""
+    lib = _current_api()
+    return CurrentContext(
+        lib.eglGetCurrentDisplay(),
+        lib.eglGetCurrentSurface(EGL_DRAW),
+        lib.eglGetCurrentSurface(EGL_READ),
+        lib.eglGetCurrentContext(),
+    )
+
+
+def make_current(state: CurrentContext) -> None:
+    """Make `state` (from `current_context`) current again; RuntimeError naming the EGL error if EGL refuses."""
+    lib = _current_api()
+    if not lib.eglMakeCurrent(state.display, state.draw, state.read, state.context):
+        raise RuntimeError(
+            f"eglMakeCurrent could not restore the EGL context {state.context:#x} (EGL error "
+            f"0x{lib.eglGetError():x}); is another API's (GLX) context current on this thread?"
+        )
+
+
+def release_current() -> CurrentContext | None:
+    """Release the EGL context current on this thread, if any, and return it (for `make_current`)."""
+    state = current_context()
+    if state.context is None:
+        return None
+    if not _current_api().eglMakeCurrent(state.display, None, None, None):
+        raise RuntimeError(f"eglMakeCurrent could not release the current EGL context (EGL error "
+                           f"0x{_current_api().eglGetError():x})")  # fmt: skip
+    return state
 
 
 def client_extensions() -> list[str]:

@@ -1,4 +1,4 @@
-"""GL render targets -> torch tensors.
+"""GL render targets -> torch tensors, and tensors -> a GL texture (the viewer's image).
 
 CPU tensors: glReadPixels straight into the output tensor's memory (one copy).
 
@@ -11,6 +11,10 @@ orders GL commands issued after it behind the copy, so nothing waits on the host
 Registrations are dropped (`TargetReader.reset`) before the textures are
 reallocated or released. Both the GL and the CUDA context must be current; the
 GL context must be NVIDIA's, on the tensor's GPU (see egl.py).
+
+The other direction (`TextureWriter`) is the same with the roles swapped: the
+texture is registered write-discard, and the copy goes from the tensor into the
+mapped array; CPU tensors are handed to glTexSubImage2D straight from their memory.
 """
 
 from __future__ import annotations
@@ -55,21 +59,23 @@ def interop_error_message(err: object, what: str, gl_error: str = "GL_NO_ERROR")
 
 
 class CudaTargets:
-    """GL textures registered with CUDA for reading, on one device."""
+    """GL textures registered with CUDA on one device: render targets read into tensors
+    (`copy`), or, with write=True, textures filled from tensors (`write`, e.g. a viewer's image)."""
 
-    def __init__(self, gl: Any, textures: Sequence[Any], device: torch.device):
+    def __init__(self, gl: Any, textures: Sequence[Any], device: torch.device, write: bool = False):
         from cuda.bindings import driver
 
         self.gl = gl
         self.device = device
         self._driver = driver
         self.resources: list[Any] = []
-        flags = driver.CUgraphicsRegisterFlags.CU_GRAPHICS_REGISTER_FLAGS_READ_ONLY
+        flags = driver.CUgraphicsRegisterFlags
+        flag = flags.CU_GRAPHICS_REGISTER_FLAGS_WRITE_DISCARD if write else flags.CU_GRAPHICS_REGISTER_FLAGS_READ_ONLY
         try:
             with cuda_driver.cuda_context(device):
                 for tex in textures:
                     self.resources.append(
-                        self._check(driver.cuGraphicsGLRegisterImage(tex.glo, GL_TEXTURE_2D, flags), "registering")
+                        self._check(driver.cuGraphicsGLRegisterImage(tex.glo, GL_TEXTURE_2D, flag), "registering")
                     )
         except BaseException:
             self.release()  # leave no texture registered behind a half-made set
@@ -85,27 +91,41 @@ class CudaTargets:
         """Copy the viewport of registered texture `i` into `out` for each (i, out);
         out: [H, W] or [H, W, C], contiguous, on this device, its element type that of
         the texture's texels. Asynchronous on torch's stream."""
+        self._transfer(outs, viewport, to_tensor=True)
+
+    def write(self, ins: Sequence[tuple[int, torch.Tensor]], viewport: tuple[int, int, int, int]) -> None:
+        """Copy each tensor into the viewport of registered texture `i` for each (i, tensor), the
+        counterpart of `copy` (same shapes and rules; row 0 of the tensor goes to texel row y)."""
+        self._transfer(ins, viewport, to_tensor=False)
+
+    def _transfer(
+        self, pairs: Sequence[tuple[int, torch.Tensor]], viewport: tuple[int, int, int, int], to_tensor: bool
+    ) -> None:
         driver = self._driver
+        memory = driver.CUmemorytype
         x, y, width, height = viewport
         stream = torch.cuda.current_stream(self.device).cuda_stream
-        handles = [self.resources[i] for i, _ in outs]
+        handles = [self.resources[i] for i, _ in pairs]
         # cuGraphicsMapResources takes the address of a C array of resource handles.
         handle_array = (ctypes.c_void_p * len(handles))(*(int(h) for h in handles))
         address = ctypes.addressof(handle_array)
         with cuda_driver.cuda_context(self.device):
             self._check(driver.cuGraphicsMapResources(len(handles), address, stream), "mapping")
             try:
-                for handle, (_, out) in zip(handles, outs):
-                    pixel_bytes = out.numel() // (width * height) * out.element_size()
+                for handle, (_, tensor) in zip(handles, pairs):
+                    pixel_bytes = tensor.numel() // (width * height) * tensor.element_size()
                     array = self._check(driver.cuGraphicsSubResourceGetMappedArray(handle, 0, 0), "mapped array")
                     desc = driver.CUDA_MEMCPY2D()
-                    desc.srcMemoryType = driver.CUmemorytype.CU_MEMORYTYPE_ARRAY
-                    desc.srcArray = array
-                    desc.srcXInBytes = x * pixel_bytes
-                    desc.srcY = y
-                    desc.dstMemoryType = driver.CUmemorytype.CU_MEMORYTYPE_DEVICE
-                    desc.dstDevice = out.data_ptr()
-                    desc.dstPitch = width * pixel_bytes
+                    if to_tensor:
+                        desc.srcMemoryType, desc.srcArray = memory.CU_MEMORYTYPE_ARRAY, array
+                        desc.srcXInBytes, desc.srcY = x * pixel_bytes, y
+                        desc.dstMemoryType, desc.dstDevice = memory.CU_MEMORYTYPE_DEVICE, tensor.data_ptr()
+                        desc.dstPitch = width * pixel_bytes
+                    else:
+                        desc.srcMemoryType, desc.srcDevice = memory.CU_MEMORYTYPE_DEVICE, tensor.data_ptr()
+                        desc.srcPitch = width * pixel_bytes
+                        desc.dstMemoryType, desc.dstArray = memory.CU_MEMORYTYPE_ARRAY, array
+                        desc.dstXInBytes, desc.dstY = x * pixel_bytes, y
                     desc.WidthInBytes = width * pixel_bytes
                     desc.Height = height
                     self._check(driver.cuMemcpy2DAsync(desc, stream), "copy")
@@ -162,5 +182,33 @@ class TargetReader:
     def reset(self) -> None:
         """Drop the CUDA registrations (before the render targets change or go away)."""
         cuda, self._cuda = self._cuda, None
+        if cuda is not None:
+            cuda.release()
+
+
+class TextureWriter:
+    """Fills a texture from [H, W, C] uint8 tensors (C = the texture's components, H and W at most
+    the texture's size) into its lower-left corner: CPU tensors with one glTexSubImage2D from the
+    tensor's memory, CUDA tensors device to device through interop (the texture is registered once).
+    Call `reset()` before the texture is released or replaced."""
+
+    def __init__(self) -> None:
+        self._cuda: CudaTargets | None = None
+        self._texture: Any = None
+
+    def write(self, texture: Any, image: torch.Tensor) -> None:  # image: [H, W, C] uint8, contiguous
+        viewport = (0, 0, image.shape[1], image.shape[0])
+        if image.device.type == "cpu":
+            texture.write(memoryview(image.numpy()), viewport=viewport)
+            return
+        if self._texture is not texture:
+            self.reset()
+            self._cuda = CudaTargets(texture.ctx, [texture], image.device, write=True)
+            self._texture = texture
+        self._cuda.write([(0, image)], viewport)
+
+    def reset(self) -> None:
+        """Drop the CUDA registration (before the texture changes or goes away)."""
+        cuda, self._cuda, self._texture = self._cuda, None, None
         if cuda is not None:
             cuda.release()

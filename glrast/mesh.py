@@ -177,6 +177,12 @@ def _texture_image(visual: Any) -> np.ndarray | None:
     image = getattr(material, "image", None) or getattr(material, "baseColorTexture", None)
     if image is None:
         return None
+    # trimesh gives a file with texture coordinates but no image a placeholder material (a 2x2
+    # image of one grey); that is no texture
+    from trimesh.visual.material import color_image
+
+    if image.size == (2, 2) and np.array_equal(np.asarray(image.convert("RGBA")), np.asarray(color_image())):
+        return None
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     return np.ascontiguousarray(rgb[::-1])
 

@@ -48,7 +48,7 @@ class Options:
 
 
 # ---------------------------------------------------------------------------
-# Cameras and shading
+# Cameras (the images come from glrast/shading.py)
 
 
 def orbit_cameras(views: int, fov: float, elevation: float, width: int, height: int) -> list[Any]:
@@ -99,60 +99,15 @@ def read_cameras(path: Path, pos: Any) -> list[tuple[Any, int, int]]:
 def cameras_for(m: Any, options: Options) -> list[tuple[Any, int, int]]:
     """(clip matrix, width, height) of every view of mesh `m`: the camera file's, or an orbit
     around the mesh's bounding sphere."""
-    import torch
+    from .shading import unit_sphere_transform
 
     if options.camera:
         return read_cameras(Path(options.camera), m.pos)
     height, width = options.res
     # orbit cameras around the mesh's bounding sphere: centre it and scale it to radius 1
-    lo, hi = m.pos.min(0).values, m.pos.max(0).values
-    centre = ((lo + hi) / 2).cpu()
-    radius = float((m.pos.cpu() - centre).norm(dim=1).max()) or 1.0
-    to_unit = torch.eye(4)
-    to_unit[:3, :3] /= radius
-    to_unit[:3, 3] = -centre / radius
+    to_unit, _, _ = unit_sphere_transform(m.pos)
     orbit = orbit_cameras(options.views, options.fov, options.elevation, width, height)
     return [(mvp @ to_unit, width, height) for mvp in orbit]
-
-
-def mip_levels(height: int, width: int) -> int:
-    """How many times a texture of this size can be halved under glrast's mip rule (no odd side above 1)."""
-    levels = 0
-    while (height > 1 or width > 1) and not ((height > 1 and height % 2) or (width > 1 and width % 2)):
-        height, width, levels = max(1, height // 2), max(1, width // 2), levels + 1
-    return levels
-
-
-def shade(glctx: Any, m: Any, mvp: Any, eye: Any, height: int, width: int) -> Any:
-    """RGBA image [H, W, 4] of mesh `m` (row 0 = bottom): texture, else vertex colours, else grey lit
-    from the camera centre `eye` [3]."""
-    import torch
-
-    import glrast as dr
-
-    from . import camera
-
-    clip = camera.transform(mvp.to(m.pos.device), m.pos).contiguous()
-    rast, rast_db = dr.rasterize(glctx, clip, m.tri, (height, width))
-    if m.texture is not None:
-        uv, uv_da = dr.interpolate(m.uv, rast, m.tri, rast_db=rast_db, diff_attrs="all")
-        levels = mip_levels(*m.texture.shape[:2])
-        if levels:
-            color = dr.texture(m.texture[None], uv, uv_da, filter_mode="linear-mipmap-linear", max_mip_level=levels)
-        else:
-            color = dr.texture(m.texture[None], uv, filter_mode="linear")
-    elif m.colors is not None:
-        color, _ = dr.interpolate(m.colors, rast, m.tri)
-    else:
-        # |n . v| with v the direction to the eye: two-sided, since nothing is culled
-        attrs, _ = dr.interpolate(torch.cat([m.pos, m.normals], -1), rast, m.tri)
-        view = torch.nn.functional.normalize(eye.to(attrs) - attrs[..., :3], dim=-1)
-        lit = (torch.nn.functional.normalize(attrs[..., 3:], dim=-1) * view).sum(-1).abs()
-        color = (0.15 + 0.75 * lit)[..., None].expand(*lit.shape, 3)
-    mask = (rast[..., 3:] > 0).float()
-    rgba = dr.antialias(torch.cat([color * mask, mask], -1).contiguous(), rast, clip, m.tri)[0]
-    alpha = rgba[..., 3:]
-    return torch.cat([rgba[..., :3] / alpha.clamp(min=1e-6), alpha], -1).clamp(0, 1)
 
 
 # ---------------------------------------------------------------------------
@@ -177,6 +132,7 @@ def render_mesh(glctx: Any, mesh_path: Path, out: Path, options: Options) -> tup
     from PIL import Image
 
     from . import camera, mesh
+    from .shading import shade
 
     m = mesh.load(mesh_path, device=glctx.device)
     cams = cameras_for(m, options)

@@ -66,6 +66,24 @@ def tiny_tree(tmp_path, monkeypatch):
     return csrc, cache
 
 
+@pytest.fixture(scope="session")
+def xserver():
+    """A private Xvfb server for the window tests (see tests/xserver.py)."""
+    from xserver import XServer
+
+    server = XServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def xdisplay(xserver, monkeypatch):
+    """This process's windows open on the private X server."""
+    monkeypatch.setenv("DISPLAY", xserver.display)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    return xserver
+
+
 def pytest_sessionfinish(session, exitstatus):
     for ctx in _contexts.values():
         ctx.release()

@@ -231,9 +231,12 @@ def test_driver_calls_against_a_stand_in_libcuda(tmp_path, monkeypatch):
         "cuCtxPopCurrent", "cuCtxPushCurrent", "cuLaunchKernel", "cuCtxPopCurrent"
     ]  # fmt: skip
 
-    # Interop: read-only registration of GL_TEXTURE_2D; every map is followed by its copies and an
-    # unmap of the same resources on the same stream (also when a copy failed).
-    assert all(a.endswith(" 0xde1 1") for a in args["cuGraphicsGLRegisterImage"])
+    # Interop: registration of GL_TEXTURE_2D, read-only for render targets, write-discard for the
+    # viewer's texture (7); every map is followed by its copies and an unmap of the same resources
+    # on the same stream (also when a copy failed).
+    flags = {a.split()[0]: a.split()[1:] for a in args["cuGraphicsGLRegisterImage"]}
+    assert flags == {"5": ["0xde1", "1"], "6": ["0xde1", "1"], "7": ["0xde1", "2"], "9": ["0xde1", "1"],
+                     "8": ["0xde1", "1"]}  # fmt: skip
     mapped = None
     for call, _, a in log:
         if call == "cuGraphicsMapResources":
@@ -247,9 +250,14 @@ def test_driver_calls_against_a_stand_in_libcuda(tmp_path, monkeypatch):
     assert mapped is None and all(a.endswith("stream=0x5555") for a in args["cuGraphicsMapResources"])
     ptr1, ptr0 = out.split("ptrs ")[1].split()[:2]
     assert args["cuMemcpy2DAsync"][:2] == [  # two targets in one map: viewport (2, 3, 3, 4), 16-byte texels
-        f"src=3,0x3006,x=32,y=3 dst=2,{ptr1},pitch=48 size=48x4 stream=0x5555",
-        f"src=3,0x3005,x=32,y=3 dst=2,{ptr0},pitch=48 size=48x4 stream=0x5555",
+        f"src=3,0x3006,x=32,y=3,pitch=0 dst=2,{ptr1},x=0,y=0,pitch=48 size=48x4 stream=0x5555",
+        f"src=3,0x3005,x=32,y=3,pitch=0 dst=2,{ptr0},x=0,y=0,pitch=48 size=48x4 stream=0x5555",
     ]
+    # The write direction: device memory (pitch 3 texels x 4 bytes) into the mapped array's corner.
+    image = out.split("image ")[1].split()[0]
+    assert args["cuMemcpy2DAsync"][-1] == (
+        f"src=2,{image},x=0,y=0,pitch=12 dst=3,0x3007,x=0,y=0,pitch=0 size=12x4 stream=0x5555"
+    )
     assert "copy error: CUDA-GL interop on cuda:1 (copy) failed: CUDA_ERROR_INVALID_VALUE (1)" in out
     assert "A GL error was pending: GL_INVALID_OPERATION" in out
     # A failed registration leaves nothing registered; an unregister failing at shutdown is ignored.

@@ -5,9 +5,13 @@ The examples live in examples/ at the repository root (scripts, not part of the
 package); they are loaded from there the way `glrast demo` loads them.
 """
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
+from xserver import wait_for
 
 from glrast.cli import load_example
 
@@ -155,3 +159,53 @@ def test_cli_render_texture_and_grey_shading(tmp_path):
 def test_load_example_errors():
     with pytest.raises(FileNotFoundError, match="no example 'nosuch'"):
         load_example("nosuch")
+
+
+def test_display_without_a_display_writes_files(tmp_path, monkeypatch, capsys):
+    from glrast.cli import main
+
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert main(["demo", "cube", "--steps", "2", "--out", str(tmp_path), "--display", "--device", "cpu"]) == 0
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("--display")]
+    assert len(said) == 1 and "there is no display" in said[0] and said[0].endswith("Writing files only.")
+    assert (tmp_path / "loss.png").is_file() and (tmp_path / "view0_target_start_result.png").is_file()
+
+
+def test_display_shows_target_current_difference_and_loss(example, xdisplay, cpu_glctx):
+    cube = example("cube")
+    live = sys.modules["_common"].LiveDisplay  # examples/_common.py, imported by the example
+    title = "glrast test cube display"
+    with live(True, title, max_fps=None) as display:  # every step drawn
+        cube.run(steps=12, res=16, device="cpu", glctx=cpu_glctx, quiet=True, display=display)
+        viewer = display.viewer
+        assert viewer.frames == 12 and len(viewer._curves["loss"]) == 12
+        shot = viewer.screenshot()
+        assert np.array_equal(shot, xdisplay.screenshot(xdisplay.find_window(title)))
+    assert viewer.closed
+    target, current, difference = (shot[y : y + h, x : x + w].astype(int) for x, y, w, h in viewer.image_rects)
+    assert target.shape == current.shape == difference.shape == (256, 256, 3)  # 16 x 16 enlarged 16 times
+    assert np.abs(np.abs(target - current) - difference).max() <= 1  # each rounded to 8 bits on its own
+    assert difference.max() > 0  # 12 steps do not fit the cube
+    curve = np.all(np.abs(shot.astype(int) - (250, 153, 51)) <= 2, axis=-1)  # the loss curve's colour
+    assert curve[viewer.image_rects[0][1] + 256 :].sum() > 20
+
+
+def test_demo_display_in_a_window(xserver, tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "glrast", "demo", "triangle", "--display", "--res", "64", "--out", str(tmp_path),
+         "--device", "cpu"], env=xserver.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        window = xserver.find_window("glrast triangle")
+        png = np.asarray(Image.open(tmp_path / "triangle.png"))  # written before the window opens
+        enlarged = png.repeat(4, 0).repeat(4, 1)  # 64 px are shown 4 times enlarged under a label strip
+        wait_for(lambda: np.array_equal(xserver.screenshot(window)[-256:], enlarged), what="the triangle shown")
+        xserver.key(window, "Escape")
+        out, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, out
+    assert "--display: close the window" in out and "triangle: 64x64" in out

@@ -20,7 +20,7 @@ LAYERS = [
     ("GL layer", ["pipeline", "context"]),
     ("primitives", ["raster", "interpolation", "texturing", "antialiasing"]),
     ("helpers", ["camera", "mesh"]),
-    ("tools", ["diagnostics", "render", "cli", "__main__", "__init__"]),
+    ("tools", ["shading", "viewer", "mesh_viewer", "diagnostics", "render", "cli", "__main__", "__init__"]),
 ]
 ORDER = [name for _, names in LAYERS for name in names]
 

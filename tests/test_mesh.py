@@ -167,6 +167,14 @@ def test_load_obj_with_texture(tmp_path):
     assert m.colors is None
 
 
+def test_load_obj_with_uvs_but_no_texture(tmp_path):
+    # no mtllib: trimesh makes up a grey placeholder image, which is not the mesh's texture
+    (tmp_path / "square.obj").write_text(OBJ.replace("mtllib square.mtl\n", "").replace("usemtl paint\n", ""))
+    m = mesh.load(tmp_path / "square.obj")
+    assert m.uv is not None and m.uv.shape == (5, 2)
+    assert m.texture is None and m.colors is None
+
+
 def test_load_ply_with_colors(tmp_path):
     ply = "\n".join([
         "ply", "format ascii 1.0", "element vertex 4",

@@ -423,6 +423,21 @@ def test_vertex_behind_camera(glctx, device):
 # Context and validation
 
 
+def test_manual_and_automatic_contexts_on_one_thread():
+    """A call through an automatic context leaves a manual one current; a manual context that is
+    not current raises instead of reading a stale target."""
+    pos = screen_triangle([(0, 0), (8, 0), (0, 8)], 8, 8)[None]
+    tri = tri_tensor([[0, 1, 2]], "cpu")
+    with dr.RasterizeGLContext(device="cpu") as automatic, dr.RasterizeGLContext(device="cpu", mode="manual") as manual:
+        manual.set_context()
+        first = dr.rasterize(manual, pos, tri, (8, 8))[0]
+        assert torch.equal(dr.rasterize(automatic, pos, tri, (8, 8))[0], first)
+        assert torch.equal(dr.rasterize(manual, pos, tri, (8, 8))[0], first)
+        manual.release_context()
+        with pytest.raises(RuntimeError, match=r"not current on this thread \(mode='manual': call set_context"):
+            dr.rasterize(manual, pos, tri, (8, 8))
+
+
 def test_output_db_false_and_manual_mode(device):
     ctx = dr.RasterizeGLContext(output_db=False, mode="manual", device=device)
     try:

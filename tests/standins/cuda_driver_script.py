@@ -54,6 +54,11 @@ except cuda_driver.CudaError as e:
 fake.fake_fail(b"cuGraphicsUnregisterResource", 4, 0)  # CUDA_ERROR_DEINITIALIZED: ignored at shutdown
 targets.release()
 targets.release()  # idempotent
+image = torch.empty(4, 3, 4, dtype=torch.uint8)  # a viewer's RGBA image into a write-only registered texture
+writer = interop.CudaTargets(gl, [types.SimpleNamespace(glo=7)], dev, write=True)
+writer.write([(0, image)], (0, 0, 3, 4))
+writer.release()
+print("image", hex(image.data_ptr()))
 fake.fake_fail(b"cuGraphicsGLRegisterImage", 219, 1)
 try:
     interop.CudaTargets(gl, [types.SimpleNamespace(glo=9), types.SimpleNamespace(glo=8)], dev)

@@ -108,10 +108,12 @@ CUresult cuGraphicsSubResourceGetMappedArray(u64* arr, u64 res, unsigned index, 
     *arr = res + 0x1000;
     return call("cuGraphicsSubResourceGetMappedArray", " %#llx %u %u", res, index, level);
 }
-CUresult cuMemcpy2DAsync(const Memcpy2D* c, u64 stream) {
-    return call("cuMemcpy2DAsync", " src=%d,%#llx,x=%zu,y=%zu dst=%d,%#llx,pitch=%zu size=%zux%zu stream=%#llx",
-                c->srcMemoryType, (u64)c->srcArray, c->srcXInBytes, c->srcY, c->dstMemoryType, c->dstDevice,
-                c->dstPitch, c->WidthInBytes, c->Height, stream);
+CUresult cuMemcpy2DAsync(const Memcpy2D* c, u64 stream) {  // 3 = CU_MEMORYTYPE_ARRAY, 2 = device memory
+    u64 src = c->srcMemoryType == 3 ? (u64)c->srcArray : c->srcDevice;
+    u64 dst = c->dstMemoryType == 3 ? (u64)c->dstArray : c->dstDevice;
+    return call("cuMemcpy2DAsync", " src=%d,%#llx,x=%zu,y=%zu,pitch=%zu dst=%d,%#llx,x=%zu,y=%zu,pitch=%zu"
+                " size=%zux%zu stream=%#llx", c->srcMemoryType, src, c->srcXInBytes, c->srcY, c->srcPitch,
+                c->dstMemoryType, dst, c->dstXInBytes, c->dstY, c->dstPitch, c->WidthInBytes, c->Height, stream);
 }
 CUresult cuGraphicsUnregisterResource(u64 res) { return call("cuGraphicsUnregisterResource", " %#llx", res); }
 }
