@@ -58,6 +58,7 @@ EGL_DRM_DEVICE_FILE_EXT = 0x3233
 EGL_DRM_RENDER_NODE_FILE_EXT = 0x3377
 EGL_CUDA_DEVICE_NV = 0x323A
 EGL_SUCCESS = 0x3000
+EGL_BAD_CONTEXT = 0x3006
 EGL_NONE = 0x3038
 EGL_OPENGL_API = 0x30A2
 EGL_CONTEXT_MAJOR_VERSION = 0x3098
@@ -228,12 +229,20 @@ def current_context() -> CurrentContext:
 
 
 def make_current(state: CurrentContext) -> None:
-    """Make `state` (from `current_context`) current again; RuntimeError naming the EGL error if EGL refuses."""
+    """Make `state` (from `current_context`) current again; RuntimeError naming the EGL error if EGL refuses.
+
+    A context that was destroyed while current (as releasing a ModernGL context does) stays
+    current only until another one is made current, so it cannot be put back: then no
+    context is left current, which is what its owner asked for."""
     lib = _current_api()
     if not lib.eglMakeCurrent(state.display, state.draw, state.read, state.context):
+        error = lib.eglGetError()
+        if error == EGL_BAD_CONTEXT:
+            lib.eglMakeCurrent(state.display, None, None, None)
+            return
         raise RuntimeError(
             f"eglMakeCurrent could not restore the EGL context {state.context:#x} (EGL error "
-            f"0x{lib.eglGetError():x}); is another API's (GLX) context current on this thread?"
+            f"0x{error:x}); is another API's (GLX) context current on this thread?"
         )
 
 

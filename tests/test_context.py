@@ -35,3 +35,19 @@ def test_rasterize_cuda_context_is_a_class(device):
         assert rast.shape == (1, 4, 4, 4)
     with pytest.raises(TypeError, match="RasterizeCudaContext: device must be"):
         dr.RasterizeCudaContext(device=2.5)
+
+
+def test_automatic_call_after_another_context_was_destroyed_while_current(cpu_glctx):
+    """A ModernGL context released while current (doctor's probes do this) stays current until
+    replaced, so it cannot be put back after a call: the call still works and leaves none current."""
+    import moderngl
+
+    from glrast import egl
+
+    other = moderngl.create_context(standalone=True, backend="egl")
+    assert egl.current_context().context is not None
+    other.release()
+    pos, tri = random_scene(num_tris=4, num_images=1, seed=2)
+    rast, _ = dr.rasterize(cpu_glctx, pos, tri, (8, 8))
+    assert (rast[..., 3] > 0).any()
+    assert egl.current_context().context is None
