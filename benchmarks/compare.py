@@ -16,7 +16,8 @@ glrast mode -> the Mitsuba integrator it is compared with (--also adds more pair
   vis -> direct_projective (colour + position gradients with silhouette terms)
 
 Prints markdown: per mode, median ms per step of both, speed-up (Mitsuba time / glrast
-time, above 1: glrast is faster), first call, peak RSS; then power-law exponents of cost
+time, above 1: glrast is faster), first call, peak RSS and working set (peak RSS minus the
+RSS after the imports); a table of the working sets of every case; then power-law exponents of cost
 against pixels and triangles; then the targets, each with PASS/FAIL.
 
     python benchmarks/compare.py --quick                     # 5k and 80k, 256^2 and 512^2
@@ -74,12 +75,16 @@ def fmt_ms(seconds: float | None) -> str:
     return f"{seconds * 1e3:.1f}" if seconds < 1 else f"{seconds * 1e3:.0f}"
 
 
-def rss(rec: dict) -> str:
-    """Peak RSS, and in brackets the part above the RSS right after the imports."""
-    if "peak_rss_mb" not in rec:
-        return "–"
-    work = f" ({rec['peak_rss_mb'] - rec['rss_after_import_mb']})" if "rss_after_import_mb" in rec else ""
-    return f"{rec['peak_rss_mb']}{work}"
+def working_set(rec: dict) -> int | None:
+    """The working set, MB: peak RSS minus the RSS right after the imports (both peers measure
+    the two the same way: getrusage's ru_maxrss at the end, VmRSS once their library is loaded)."""
+    if "peak_rss_mb" not in rec or "rss_after_import_mb" not in rec:
+        return None
+    return rec["peak_rss_mb"] - rec["rss_after_import_mb"]
+
+
+def fmt_mb(mb: int | None) -> str:
+    return "–" if mb is None else str(mb)
 
 
 def exponent(points: list[tuple[float, float]]) -> float | None:
@@ -137,16 +142,24 @@ class Report:
             print(f"\n### {mode}: glrast vs Mitsuba {integ}\n")
             print(
                 "| tris | res | glrast ms | Mitsuba ms | speed-up | glrast first s | Mitsuba first s "
-                "| glrast peak RSS MB (work) | Mitsuba peak RSS MB (work) |"
+                "| glrast peak RSS MB | Mitsuba peak RSS MB | glrast working set MB | Mitsuba working set MB |"
             )
-            print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+            print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
             for t, r in self.cases():
                 a, b = self.ours(t, r, mode) or {}, self.theirs(t, r, mode, integ) or {}
                 s = self.speedup(t, r, mode, integ)
                 cells = [fmt_ms(a.get("median_s")), fmt_ms(b.get("median_s")), "–" if s is None else f"{s:.2f}×"]
                 cells += [str(a.get("first_s", "–")), str(b.get("first_s", "–"))]
-                cells += [rss(a), rss(b)]
+                cells += [fmt_mb(a.get("peak_rss_mb")), fmt_mb(b.get("peak_rss_mb"))]
+                cells += [fmt_mb(working_set(a)), fmt_mb(working_set(b))]
                 print(f"| {t} | {r}² | " + " | ".join(cells) + " |")
+        print("\n### Working set (peak RSS minus RSS after imports), MB: glrast · Mitsuba\n")
+        print("| tris | res | " + " | ".join(f"{m} (Mitsuba {i})" for m, i in self.pairs) + " |")
+        print("|---:|---:|" + "---|" * len(self.pairs))
+        for t, r in self.cases():
+            pairs = [(self.ours(t, r, m) or {}, self.theirs(t, r, m, i) or {}) for m, i in self.pairs]
+            cells = [f"{fmt_mb(working_set(a))} · {fmt_mb(working_set(b))}" for a, b in pairs]
+            print(f"| {t} | {r}² | " + " | ".join(cells) + " |")
         errors = [(k, v["error"]) for k, v in self.records.items() if "error" in v]
         for key, err in errors:
             print(f"\nerror in {key}: {err}")
@@ -211,17 +224,16 @@ class Report:
             print(
                 f"- {verdict}: glrast cost grows no worse than linearly in pixels and triangles: largest k {worst:.2f}"
             )
-        for what, key in (("peak RSS", None), ("peak RSS above the RSS after imports", "rss_after_import_mb")):
+        for what, measure in (("peak RSS", lambda rec: rec.get("peak_rss_mb")), ("working set", working_set)):
             over, compared = [], 0
             for t, r in self.cases():
                 for mode, integ in self.pairs:
-                    a, b = self.ours(t, r, mode) or {}, self.theirs(t, r, mode, integ) or {}
-                    if "peak_rss_mb" not in a or "peak_rss_mb" not in b or (key and (key not in a or key not in b)):
+                    a, b = measure(self.ours(t, r, mode) or {}), measure(self.theirs(t, r, mode, integ) or {})
+                    if a is None or b is None:
                         continue
                     compared += 1
-                    diff = a["peak_rss_mb"] - b["peak_rss_mb"] - (a[key] - b[key] if key else 0)
-                    if diff > 0:
-                        over.append(diff)
+                    if a > b:
+                        over.append(a - b)
             if compared:
                 verdict = "PASS" if not over else "FAIL"
                 extra = f"; higher in {len(over)}/{compared} cases, by {min(over)}–{max(over)} MB" if over else ""

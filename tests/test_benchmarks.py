@@ -88,3 +88,30 @@ def test_loss_matches_the_peers():
     # Mitsuba 3 and Warp both give 0.17235 for the static forward at 5k/256^2 (the same pixels)
     rec = standard_job.run("5k", 256, "fwd", runs=1, min_total_s=0.0)
     assert rec["loss"] == pytest.approx(0.172354, abs=2e-6)
+
+
+def test_time_to_solution_problem_and_glrast_fit(tmp_path):
+    import time_to_solution
+
+    problem = tmp_path / "cube.npz"
+    time_to_solution.write_problem(problem, seed=0, decay_steps=1000, views=50)
+    p = np.load(problem)
+    assert p["views"].shape == (50, 4, 4, 4) and p["tri"].shape == (12, 3) and p["pos_ref"].shape == (8, 3)
+    rot = p["views"][..., :3, :3].astype(np.float64)
+    assert np.allclose(rot @ rot.transpose(0, 1, 3, 2), np.eye(3), atol=1e-5)  # proper rotations
+    assert np.allclose(np.linalg.det(rot), 1.0, atol=1e-5)
+    assert np.abs(p["pos_init"] - p["pos_ref"]).max() <= 0.5
+    # the example's fit at 16^2 gets the vertex error 10x lower within a few dozen steps
+    rec = time_to_solution.fit_glrast(str(problem), res=16, budget=60.0, max_steps=60)
+    assert rec["rmse_start"] == pytest.approx(np.sqrt(((p["pos_init"] - p["pos_ref"]) ** 2).mean()), rel=1e-6)
+    assert rec["steps_to_target"] is not None and rec["steps_to_target"] < 60
+    assert rec["rmse_final"] < rec["rmse_start"] / 10 and rec["steps"] == 60
+    assert 0 < rec["time_to_target_s"] <= rec["elapsed_s"] and rec["peak_rss_mb"] >= rec["rss_after_import_mb"]
+    steps, times, rmses, _ = zip(*rec["trace"])
+    assert list(steps) == sorted(steps) and list(times) == sorted(times)
+    reached = next(s for s, e in zip(steps, rmses) if e <= rec["rmse_start"] / 10)
+    assert reached == rec["steps_to_target"]
+    text = time_to_solution.table([rec, {"peer": "mitsuba", "res": 16, "steps_to_target": None, "steps": 7,
+                                         "median_step_s": 0.5, "rmse_final": 0.2}], budget=60.0)  # fmt: skip
+    row = text.splitlines()[2]
+    assert row.startswith("| 16² |") and "not in 7 steps" in row and "500.0" in row
