@@ -4,7 +4,9 @@ For each public function on an 8x8 image of one triangle (and a 4x4 texture):
 microseconds per call, forward and forward + backward, as the minimum over
 several repeats of a batch of calls (the minimum is the figure least disturbed
 by other load on the machine). Also the bare launch of a host kernel through the
-kernel runtime (`launch`), the floor under every op.
+kernel runtime (`launch`), the floor under every op, at sizes below and above the
+one at which a launch starts using more than the calling thread, and the cost of a
+bare ctypes call with the same argument types (the floor under a launch).
 
     python benchmarks/bench_tiny.py                 # default threads
     python benchmarks/bench_tiny.py --threads 1     # OMP_NUM_THREADS for the host kernels
@@ -13,11 +15,16 @@ kernel runtime (`launch`), the floor under every op.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import time
 from collections.abc import Callable
 
 import torch
+
+# Elements per launch: tiny, and around the size at which a launch stops running on the calling
+# thread alone (csrc/common.h hands out chunks of 1024 elements; a second chunk wakes a worker).
+LAUNCH_SIZES = (3, 1024, 1025, 4096)
 
 
 def per_call_us(fn: Callable[[], object], calls: int, repeats: int) -> float:
@@ -35,8 +42,9 @@ def per_call_us(fn: Callable[[], object], calls: int, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--calls", type=int, default=1000, help="calls per timed batch (default 1000)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed batches; the minimum is reported (default 5)")
+    # many short batches: on a busy machine some of them run undisturbed, and the minimum is theirs
+    parser.add_argument("--calls", type=int, default=100, help="calls per timed batch (default 100)")
+    parser.add_argument("--repeats", type=int, default=50, help="timed batches; the minimum is reported (default 50)")
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the host kernels")
     args = parser.parse_args()
     if args.threads is not None:
@@ -60,11 +68,22 @@ def main() -> None:
     from glrast.pipeline import CornerParams
 
     mod = kernels.module("raster", torch.device("cpu"))
-    corners = torch.empty(3, 4)
-    corner_params = CornerParams(pos=pos.data_ptr(), tri=tri.data_ptr(), corners=corners.data_ptr())
+    # raster_corners gathers one corner (4 floats) per element: n corners of triangles of `pos`
+    most = max(LAUNCH_SIZES)
+    corner_tri = torch.arange(most, dtype=torch.int32) % 3
+    corners = torch.empty(most, 4)
+    corner_params = CornerParams(pos=pos.data_ptr(), tri=corner_tri.data_ptr(), corners=corners.data_ptr())
+    # the floor of any ctypes call with a pointer, a 64-bit and a 32-bit argument: memset of 0 bytes
+    memset = ctypes.CDLL(None).memset
+    memset.restype, memset.argtypes = ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+    scratch = ctypes.addressof(corner_params)
+
+    def launch(n: int) -> Callable[[], object]:
+        return lambda: mod.launch("raster_corners", corner_params, n)
 
     cases: list[tuple[str, Callable[[], object], Callable[[], object] | None]] = [
-        ("launch (raster_corners, n=3)", lambda: mod.launch("raster_corners", corner_params, 3), None),
+        ("ctypes call floor (memset, 0 bytes)", lambda: memset(scratch, 0, 0), None),
+        *[(f"launch (raster_corners, n={n})", launch(n), None) for n in LAUNCH_SIZES],
         (
             "rasterize",
             lambda: dr.rasterize(glctx, pos, tri, res),

@@ -17,6 +17,7 @@ seconds. Each (resolution, library) runs in a fresh process, the two alternating
 
     python benchmarks/time_to_solution.py --table             # 16² … 256², markdown table
     python benchmarks/time_to_solution.py --res 16,64 --budget 20
+    python benchmarks/time_to_solution.py --out tts.jsonl   # then: --load tts.jsonl --budget 30
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ def run_side(cmd: list[str], timeout: float) -> dict:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"timeout after {timeout} s"}
-    lines = [ln.split("RESULT ", 1)[1] for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    lines = [ln.split("RESULT ", 1)[1] for ln in proc.stdout.splitlines() if "RESULT " in ln]
     return json.loads(lines[-1]) if lines else {"error": (proc.stderr or proc.stdout).strip().splitlines()[-3:]}
 
 
@@ -185,7 +186,11 @@ def table(records: list[dict], budget: float) -> str:
             return f"{r['steps_to_target']} · {r['time_to_target_s']:.2f}"
 
         ta, tb = a.get("time_to_target_s"), b.get("time_to_target_s")
-        up = f"{tb / ta:.1f}×" if ta and tb else "–"
+        up = "–"
+        if ta and tb:
+            up = f"{tb / ta:.1f}×"
+        elif ta and b.get("steps_to_target", 0) is None:  # Mitsuba ran out of time: a lower bound
+            up = f"> {b['elapsed_s'] / ta:.0f}×"
         ms = [fmt(r.get("median_step_s") and 1e3 * r["median_step_s"], ".1f") for r in (a, b)]
         final = " · ".join(fmt(r.get("rmse_final"), ".2e") for r in (a, b))
         rows.append(f"| {res}² | {reach(a)} | {reach(b)} | {up} | {ms[0]} | {ms[1]} | {final} |")
@@ -205,12 +210,17 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="glrast's torch device (default cpu)")
     parser.add_argument("--out", default="", help="append every record to this JSON-lines file")
     parser.add_argument("--table", action="store_true", help="print the markdown table at the end")
+    parser.add_argument("--load", default="", help="print the table of this JSON-lines file instead of running")
     parser.add_argument("--worker", default="", help=argparse.SUPPRESS)  # a problem file: run glrast's side here
     args = parser.parse_args()
     res_list = [int(r) for r in args.res.split(",")]
     if args.worker:
         rec = fit_glrast(args.worker, res_list[0], args.budget, args.max_steps, args.device)
         print("RESULT " + json.dumps(rec), flush=True)
+        return
+    if args.load:
+        with open(args.load) as fh:
+            print(table([json.loads(ln) for ln in fh if ln.strip()], args.budget))
         return
     peers = args.peers.split(",")
     peer_python = find_peer_python(args.peer_python)
