@@ -144,7 +144,7 @@ class Report:
                 "| tris | res | glrast ms | Mitsuba ms | speed-up | glrast first s | Mitsuba first s "
                 "| glrast peak RSS MB | Mitsuba peak RSS MB | glrast working set MB | Mitsuba working set MB |"
             )
-            print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+            print("|" + "---:|" * 11)
             for t, r in self.cases():
                 a, b = self.ours(t, r, mode) or {}, self.theirs(t, r, mode, integ) or {}
                 s = self.speedup(t, r, mode, integ)

@@ -190,7 +190,7 @@ def table(records: list[dict], budget: float) -> str:
         if ta and tb:
             up = f"{tb / ta:.1f}×"
         elif ta and b.get("steps_to_target", 0) is None:  # Mitsuba ran out of time: a lower bound
-            up = f"> {b['elapsed_s'] / ta:.0f}×"
+            up = f"> {b['elapsed_s'] / ta:.1f}×"
         ms = [fmt(r.get("median_step_s") and 1e3 * r["median_step_s"], ".1f") for r in (a, b)]
         final = " · ".join(fmt(r.get("rmse_final"), ".2e") for r in (a, b))
         rows.append(f"| {res}² | {reach(a)} | {reach(b)} | {up} | {ms[0]} | {ms[1]} | {final} |")
