@@ -157,6 +157,7 @@ def _capacity(num_tris: int) -> int:
 def _antialias_hash(tri):
     keys, tris = _antialias_hash_fake(tri)
     keys.fill_(-1)
+    tris.fill_(-1)  # empty slots hold -1 too, so that equal builds give equal tensors
     params = HashParams(tri=tri.data_ptr(), keys=keys.data_ptr(), tris=tris.data_ptr(), mask=keys.numel() - 1)
     kernels.module("antialias", tri.device).launch("antialias_hash_build", params, tri.shape[0])
     return keys, tris

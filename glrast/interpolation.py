@@ -118,22 +118,49 @@ def _interpolate_backward_fake(attr, rast, rast_db, tri, diff, grad_out, grad_da
 
 
 def _double_setup(ctx, inputs, output):
-    _, rast, rast_db, tri, diff, _, grad_da = inputs
-    ctx.save_for_backward(rast, rast_db, tri)
-    ctx.diff, ctx.with_da = diff, grad_da is not None
+    attr, rast, rast_db, tri, diff, grad_out, grad_da = inputs
+    ctx.save_for_backward(attr, rast, rast_db, tri, grad_out, grad_da)
+    ctx.diff = diff
     ctx.set_materialize_grads(False)
 
 
 def _double_backward(ctx, gg_attr, gg_rast, gg_rast_db):
-    """interpolate's backward is linear in (grad_out, grad_da), and grad_attr is their image under
-    the transpose of interpolate's map from attr: its own transpose is interpolate again."""
-    rast, rast_db, tri = ctx.saved_tensors
-    if gg_rast is not None or gg_rast_db is not None or ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-        raise ops.higher_order_error(_FN, " with respect to rast and rast_db (only attr has them)")
-    out = out_da = None
+    """The derivative of interpolate's backward, from interpolate and its backward again.
+
+    out = a2 + u (a0 - a2) + v (a1 - a2) per pixel and out_da = (a0 - a2, a1 - a2) · rast_db are
+    linear in attr and in (u, v, rast_db) apart (bilinear jointly), so each term of the second
+    derivative is one of the two ops with one argument replaced by a cotangent: (gg_u, gg_v) stand
+    in for the barycentrics, less the affine part that (0, 0) gives."""
+    attr, rast, rast_db, tri, grad_out, grad_da = ctx.saved_tensors
+    diff = ctx.diff
+    # cotangents may be expanded or strided; an absent output's (ops.absent) has no elements
+    gg_attr, gg_rast, gg_rast_db = (
+        g.contiguous() if g is not None and g.numel() else None for g in (gg_attr, gg_rast, gg_rast_db)
+    )
+    d_out = d_da = d_attr = d_rast = d_db = None
     if gg_attr is not None:
-        out, out_da = interpolate_op(gg_attr.contiguous(), rast, rast_db, tri, ctx.diff)
-    return None, None, None, None, None, out, out_da if ctx.with_da else None
+        d_out, d_da = interpolate_op(gg_attr, rast, rast_db, tri, diff)
+        _, d_rast, d_db = interpolate_backward(gg_attr, rast, rast_db, tri, diff, grad_out, grad_da)
+    if gg_rast is not None or gg_rast_db is not None:
+        uv = torch.zeros_like(rast[..., :2]) if gg_rast is None else gg_rast[..., :2]
+        rast_g = torch.cat([uv, rast[..., 2:]], -1)
+        rast_0 = torch.cat([torch.zeros_like(uv), rast[..., 2:]], -1)
+        db_g = None if rast_db is None else (torch.zeros_like(rast_db) if gg_rast_db is None else gg_rast_db)
+        db_0 = None if rast_db is None else torch.zeros_like(rast_db)
+        out_g, da_g = interpolate_op(attr, rast_g, db_g, tri, diff)
+        out_0, _ = interpolate_op(attr, rast_0, db_0, tri, diff)
+        d_out = _add(d_out, out_g - out_0)
+        d_da = _add(d_da, da_g)
+        attr_g = interpolate_backward(attr, rast_g, db_g, tri, diff, grad_out, grad_da)[0]
+        attr_0 = interpolate_backward(attr, rast_0, db_0, tri, diff, grad_out, grad_da)[0]
+        d_attr = attr_g - attr_0
+    if rast_db is None:
+        d_db = None
+    return d_attr, d_rast, d_db, None, None, d_out, d_da if grad_da is not None else None
+
+
+def _add(a: torch.Tensor | None, b: torch.Tensor) -> torch.Tensor:
+    return b if a is None else a + b
 
 
 interpolate_op = ops.Op(

@@ -53,8 +53,13 @@ class Op:
         backward: Callable | None = None,
     ) -> None:
         self.name = name
-        op = torch.library.custom_op(f"glrast::{name}", impl, mutates_args=(), device_types=("cpu", "cuda"),
-                                     schema=schema)  # fmt: skip
+        def contiguous_impl(*args):
+            # The kernels read raw pointers: what reaches the op from outside (torch.ops.glrast.<name>,
+            # a compiled graph) is made contiguous here; the eager path gets contiguous tensors already.
+            return impl(*(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args))
+
+        op = torch.library.custom_op(f"glrast::{name}", contiguous_impl, mutates_args=(),
+                                     device_types=("cpu", "cuda"), schema=schema)  # fmt: skip
         op.register_fake(fake)
         if backward is None:  # a backward op with no derivative of its own
             setup_context, backward = _nothing_to_save, _no_derivative(name)

@@ -181,10 +181,22 @@ def _mip_kernel(kernel: str, base: torch.Tensor, packed: torch.Tensor, shapes: S
         mod.launch(kernel, _mip_params(fine, coarse, all_shapes[k - 1], all_shapes[k]), _texels(all_shapes[k]))
 
 
-@functools.lru_cache(maxsize=256)
 def _shapes(tex_shape: tuple, levels: int) -> tuple:
-    """Shapes of levels 1..levels of a texture of `tex_shape` (checked when the pyramid was asked for)."""
-    return tuple(_level_shapes(_FN, tex_shape, levels, strict=False))
+    """Shapes of levels 1..levels of a texture of `tex_shape`, as `_level_shapes` gives them (the
+    caller checked that the texture has that many); symbolic sizes too (torch.compile's dynamic shapes)."""
+    try:
+        return _int_shapes(tex_shape, levels)
+    except TypeError:  # a symbolic size cannot be hashed
+        return _level_sizes(tex_shape, levels)
+
+
+def _level_sizes(tex_shape: tuple, levels: int) -> tuple:
+    *lead, h, w, c = tex_shape
+    return tuple((*lead, torch.sym_max(1, h // (1 << k)), torch.sym_max(1, w // (1 << k)), c)
+                 for k in range(1, levels + 1))  # fmt: skip
+
+
+_int_shapes = functools.lru_cache(maxsize=256)(_level_sizes)
 
 
 def _texture_mip(tex, levels):
@@ -351,6 +363,9 @@ def _double_backward(ctx, gg_tex, gg_pyr, gg_uv, gg_da, gg_bias):
     is texture again, with the pyramid built from gg_tex where it is a function of tex."""
     uv, uv_da, bias = ctx.saved_tensors
     filter, boundary, levels, through_tex = ctx.args
+    gg_tex, gg_pyr, gg_uv, gg_da, gg_bias = (
+        g.contiguous() if g is not None and g.numel() else None for g in (gg_tex, gg_pyr, gg_uv, gg_da, gg_bias)
+    )  # cotangents may be expanded or strided; an absent output's (ops.absent) has no elements
     mipmapped = filter >= _FILTERS["linear-mipmap-nearest"]
     needs = ctx.needs_input_grad
     through_coords = (needs[2] and filter != _FILTERS["nearest"]) or (mipmapped and (needs[3] or needs[4]))
@@ -358,11 +373,11 @@ def _double_backward(ctx, gg_tex, gg_pyr, gg_uv, gg_da, gg_bias):
         raise ops.higher_order_error(_FN, " with respect to uv, uv_da and mip_level_bias (only tex has them)")
     if gg_tex is None and gg_pyr is None:
         return (None,) * 11
-    gg_tex = uv.new_zeros(ctx.tex_shape) if gg_tex is None else gg_tex.contiguous()
+    gg_tex = uv.new_zeros(ctx.tex_shape) if gg_tex is None else gg_tex
     if through_tex:
         pyr = texture_mip(gg_tex.detach(), levels) if levels else None
     else:
-        pyr = uv.new_zeros(ctx.pyr_size) if gg_pyr is None else gg_pyr.contiguous()
+        pyr = uv.new_zeros(ctx.pyr_size) if gg_pyr is None else gg_pyr
     out = texture_op(gg_tex, pyr, uv, uv_da, bias, filter, boundary, levels, through_tex)
     return None, None, None, None, None, out, None, None, None, None, None
 
