@@ -46,7 +46,7 @@ def tensor(
         raise TypeError(f"{fn}: {name} must have dtype {dtype}{also}, got {describe(t)}")
     if t.ndim not in ndims or (last is not None and t.shape[-1] != last):
         raise ValueError(f"{fn}: {name} must have shape {expected}, got {describe(t)}")
-    return t.to(dtype).contiguous()
+    return (t if t.dtype == dtype else t.to(dtype)).contiguous()
 
 
 def same_device(fn: str, device: torch.device, **tensors: torch.Tensor | None) -> None:

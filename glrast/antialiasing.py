@@ -155,9 +155,9 @@ def _capacity(num_tris: int) -> int:
 
 
 def _antialias_hash(tri):
-    keys, tris = _antialias_hash_fake(tri)
-    keys.fill_(-1)
-    tris.fill_(-1)  # empty slots hold -1 too, so that equal builds give equal tensors
+    capacity = _capacity(tri.shape[0])
+    keys = tri.new_full((capacity,), -1, dtype=torch.int64)
+    tris = tri.new_full((capacity,), -1)  # empty slots hold -1 too, so that equal builds give equal tensors
     params = HashParams(tri=tri.data_ptr(), keys=keys.data_ptr(), tris=tris.data_ptr(), mask=keys.numel() - 1)
     kernels.module("antialias", tri.device).launch("antialias_hash_build", params, tri.shape[0])
     return keys, tris
@@ -234,10 +234,13 @@ def _antialias_setup(ctx, inputs, output):
     color, _, pos, tri, _, keys, tris, ctx.boost = inputs
     _, alpha, edge = output
     ctx.mark_non_differentiable(alpha, edge)
+    ctx.set_materialize_grads(False)  # the records get no gradients: no zeros made for them
     ctx.save_for_backward(color, pos, tri, keys, tris, alpha, edge)
 
 
 def _antialias_backward(ctx, grad_out, _grad_alpha, _grad_edge):
+    if grad_out is None:
+        return (None,) * 8
     color, pos, tri, keys, tris, alpha, edge = ctx.saved_tensors
     ops.first_order_only(_FN, grad_out, color, pos)
     want_color, _, want_pos = ctx.needs_input_grad[:3]
@@ -319,7 +322,9 @@ def antialias(
     Gradients flow to color and to the x, y, w of pos (scaled by
     pos_gradient_boost); rast gets none. Without topology_hash the hash is built
     on every call; build it once with antialias_construct_topology_hash(tri)
-    while tri stays the same.
+    while tri stays the same. There are no second derivatives (a backward with
+    create_graph=True that reaches antialias raises). color and pos may be
+    float16 or bfloat16: computed in float32, the result in color's dtype.
     """
     dtype = color.dtype if isinstance(color, torch.Tensor) else None
     color = _checks.tensor(_FN, "color", color, "[N, H, W, C]", ndims=(4,), low_precision=True)

@@ -217,7 +217,10 @@ def interpolate(
     """Interpolate vertex attributes: returns out [N, H, W, A] (zero where rast
     is empty, or names a triangle id outside tri) and out_da [N, H, W, 2·len(diff_attrs)] = (dA/dX, dA/dY) per
     selected attribute when diff_attrs is given (which then needs rast_db, as in nvdiffrast), else an
-    empty [N, H, W, 0] tensor. Gradients flow to attr, rast (u, v) and rast_db.
+    empty [N, H, W, 0] tensor. Gradients flow to attr, rast (u, v) and rast_db, with second
+    derivatives too (create_graph=True builds a real second-order graph). attr may be float16 or
+    bfloat16: computed in float32, out and out_da come back in attr's dtype; rast and rast_db
+    must be float32. Indices in tri outside [0, V) raise a ValueError from the op.
     """
     dtype = attr.dtype if isinstance(attr, torch.Tensor) else None
     attr = _checks.tensor(_FN, "attr", attr, "[V, A] or [N, V, A]", ndims=(2, 3), low_precision=True)

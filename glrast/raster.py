@@ -203,7 +203,11 @@ def rasterize(
     and the rest renormalised; rast_db holds the triangle's own derivatives.
 
     Gradients flow from (u, v) and, with grad_db, from rast_db to the x, y and
-    w of pos. See SPEC.md "rasterize".
+    w of pos; there are no second derivatives (a backward with create_graph=True
+    that reaches rasterize raises). pos may be float16 or bfloat16 (computed in
+    float32); rast and rast_db are float32 always. Indices in tri outside [0, V)
+    and ranges outside tri raise a ValueError from the op (see _checks.triangles).
+    See SPEC.md "rasterize".
     """
     pos, tri, ranges, height, width = _prepare(glctx, pos, tri, resolution, ranges, _FN)
     if glctx.active_peeler is not None:

@@ -339,9 +339,9 @@ def _texture_backward_impl(tex, pyr, uv, uv_da, bias, grad_out, filter, boundary
     grad_pyr = kernels.collect(pyr_slots) if want_pyr else None
     if through_tex and need_tex and grad_pyr is not None:
         _pyramid_grad_to_base(grad_tex, grad_pyr, shapes)
+        kernels.saturate(grad_tex)  # collect saturated both; the sums of the pyramid's gradients may not be
     # a prebuilt or internal pyramid: its gradient went on into tex
-    grad_pyr = kernels.saturate(grad_pyr) if need_pyr else ops.absent(tex)
-    return kernels.saturate(grad_tex), grad_pyr, grad_uv, grad_da, grad_bias
+    return grad_tex, grad_pyr if need_pyr else ops.absent(tex), grad_uv, grad_da, grad_bias
 
 
 def _texture_backward_fake(tex, pyr, uv, uv_da, bias, grad_out, filter, boundary, levels, through_tex, needs):
@@ -526,7 +526,10 @@ def texture(
     gradients through it) or a list of level tensors 1.. ([N, (6,) h_k, w_k, C])
     that receive their own gradients. Without it mipmapped modes build the
     pyramid on every call. Gradients flow to tex, uv (not for 'nearest'),
-    uv_da and mip_level_bias.
+    uv_da and mip_level_bias; second derivatives exist through tex (and custom
+    levels), where texture is linear, and not through uv, uv_da or
+    mip_level_bias (create_graph=True there raises). Float inputs may be float16
+    or bfloat16: computed in float32, the result comes back in tex's dtype.
     """
     filter_mode = _choice(_FN, "filter_mode", filter_mode, ("auto", *_FILTERS))
     boundary_mode = _choice(_FN, "boundary_mode", boundary_mode, tuple(_BOUNDARIES))
