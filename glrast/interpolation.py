@@ -91,14 +91,15 @@ def _interpolate_setup(ctx, inputs, output):
 def _interpolate_backward(ctx, grad_out, grad_da):
     attr, rast, rast_db, tri = ctx.saved_tensors
     use_da = bool(ctx.diff)
-    grad_attr, grad_rast, grad_rast_db = interpolate_backward(
-        attr, rast, rast_db, tri, ctx.diff, grad_out, grad_da if use_da else None
-    )
-    return grad_attr, grad_rast, grad_rast_db if use_da else None, None, None
+    grad_da = grad_da if use_da else None
+    grad_attr, grad_rasts = interpolate_backward(attr, rast, rast_db, tri, ctx.diff, grad_out, grad_da)
+    return grad_attr, grad_rasts[0], grad_rasts[1] if use_da else None, None, None
 
 
 def _interpolate_backward_impl(attr, rast, rast_db, tri, diff, grad_out, grad_da):
-    grad_attr, grad_rast, grad_rast_db = _interpolate_backward_fake(attr, rast, rast_db, tri, diff, grad_out, grad_da)
+    """(grad_attr, grad_rasts): grad_rasts [1 or 2, N, H, W, 4] holds the gradients of rast and, with
+    grad_da, of rast_db (one tensor: one allocation, and no stand-in for an absent one)."""
+    grad_attr, grad_rasts = _interpolate_backward_fake(attr, rast, rast_db, tri, diff, grad_out, grad_da)
     mod = kernels.module("interpolate", attr.device)
     grad_slots, accumulator = kernels.accumulator(mod, attr.shape, attr.device)
     # Kept in locals: the kernel only sees raw pointers, so the tensors must outlive the launch.
@@ -106,15 +107,14 @@ def _interpolate_backward_impl(attr, rast, rast_db, tri, diff, grad_out, grad_da
     grad_da = grad_da.contiguous() if grad_da is not None else None
     _launch(
         "interpolate_bwd", attr, rast, rast_db, tri, diff,
-        grad_out=grad_out.data_ptr(), grad_da=ptr(grad_da), grad_attr=accumulator, grad_rast=grad_rast.data_ptr(),
-        grad_rast_db=ptr(grad_rast_db) if grad_da is not None else None,
+        grad_out=grad_out.data_ptr(), grad_da=ptr(grad_da), grad_attr=accumulator, grad_rast=grad_rasts.data_ptr(),
+        grad_rast_db=grad_rasts[1].data_ptr() if grad_da is not None else None,
     )  # fmt: skip
-    return kernels.collect(grad_slots), grad_rast, grad_rast_db
+    return kernels.collect(grad_slots), grad_rasts
 
 
 def _interpolate_backward_fake(attr, rast, rast_db, tri, diff, grad_out, grad_da):
-    grad_rast_db = torch.empty_like(rast_db) if grad_da is not None else ops.absent(rast)
-    return torch.empty_like(attr), torch.empty_like(rast), grad_rast_db
+    return torch.empty_like(attr), rast.new_empty(1 if grad_da is None else 2, *rast.shape)
 
 
 def _double_setup(ctx, inputs, output):
@@ -124,7 +124,7 @@ def _double_setup(ctx, inputs, output):
     ctx.set_materialize_grads(False)
 
 
-def _double_backward(ctx, gg_attr, gg_rast, gg_rast_db):
+def _double_backward(ctx, gg_attr, gg_rasts):
     """The derivative of interpolate's backward, from interpolate and its backward again.
 
     out = a2 + u (a0 - a2) + v (a1 - a2) per pixel and out_da = (a0 - a2, a1 - a2) · rast_db are
@@ -133,14 +133,14 @@ def _double_backward(ctx, gg_attr, gg_rast, gg_rast_db):
     in for the barycentrics, less the affine part that (0, 0) gives."""
     attr, rast, rast_db, tri, grad_out, grad_da = ctx.saved_tensors
     diff = ctx.diff
-    # cotangents may be expanded or strided; an absent output's (ops.absent) has no elements
-    gg_attr, gg_rast, gg_rast_db = (
-        g.contiguous() if g is not None and g.numel() else None for g in (gg_attr, gg_rast, gg_rast_db)
-    )
+    gg_attr = None if gg_attr is None else gg_attr.contiguous()  # cotangents may be expanded or strided
+    gg_rast = None if gg_rasts is None else gg_rasts[0]
+    gg_rast_db = None if gg_rasts is None or gg_rasts.shape[0] == 1 else gg_rasts[1].contiguous()
     d_out = d_da = d_attr = d_rast = d_db = None
     if gg_attr is not None:
         d_out, d_da = interpolate_op(gg_attr, rast, rast_db, tri, diff)
-        _, d_rast, d_db = interpolate_backward(gg_attr, rast, rast_db, tri, diff, grad_out, grad_da)
+        _, d_rasts = interpolate_backward(gg_attr, rast, rast_db, tri, diff, grad_out, grad_da)
+        d_rast, d_db = d_rasts[0], d_rasts[1] if grad_da is not None else None
     if gg_rast is not None or gg_rast_db is not None:
         uv = torch.zeros_like(rast[..., :2]) if gg_rast is None else gg_rast[..., :2]
         rast_g = torch.cat([uv, rast[..., 2:]], -1)
@@ -174,7 +174,7 @@ interpolate_op = ops.Op(
 interpolate_backward = ops.Op(
     "interpolate_backward",
     "(Tensor attr, Tensor rast, Tensor? rast_db, Tensor tri, int[] diff, Tensor grad_out, Tensor? grad_da) "
-    "-> (Tensor, Tensor, Tensor)",
+    "-> (Tensor, Tensor)",
     _interpolate_backward_impl,
     _interpolate_backward_fake,
     _double_setup,

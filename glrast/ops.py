@@ -37,7 +37,10 @@ def _eager(args: tuple) -> bool:
         return False
     if _C._len_torch_dispatch_stack() or _C._is_torch_function_mode_enabled():
         return False
-    return all(type(a) in _PLAIN for a in args if isinstance(a, torch.Tensor))
+    for a in args:  # a loop, not a generator: this runs on every call
+        if type(a) not in _PLAIN and isinstance(a, torch.Tensor):
+            return False
+    return True
 
 
 class Op:

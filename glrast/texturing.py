@@ -312,8 +312,10 @@ def _texture_setup(ctx, inputs, output):
 def _texture_backward(ctx, grad_out):
     tex, pyr, uv, uv_da, bias = ctx.saved_tensors
     needs = list(ctx.needs_input_grad[:5])
-    grads = texture_backward(tex, pyr, uv, uv_da, bias, grad_out, *ctx.args, needs)
-    return *(g if need else None for g, need in zip(grads, needs)), None, None, None, None
+    g_tex, g_pyr, g_uv, g_da, g_bias = texture_backward(tex, pyr, uv, uv_da, bias, grad_out, *ctx.args, needs)
+    need_tex, need_pyr, need_uv, need_da, need_bias = needs
+    return (g_tex if need_tex else None, g_pyr if need_pyr else None, g_uv if need_uv else None,
+            g_da if need_da else None, g_bias if need_bias else None, None, None, None, None)  # fmt: skip
 
 
 def _texture_backward_impl(tex, pyr, uv, uv_da, bias, grad_out, filter, boundary, levels, through_tex, needs):
