@@ -102,7 +102,7 @@ def higher_order_error(op: str, what: str = "") -> RuntimeError:
     return RuntimeError(
         f"{op}: higher-order gradients{what} are not supported (a backward with create_graph=True reached "
         f"{op}, whose backward has no derivative of its own here); detach what reaches {op} from the tensors you "
-        "differentiate twice, or take second derivatives only through interpolate's attr and texture's tex"
+        "differentiate twice, or take second derivatives only through interpolate (every input) and texture's tex"
     )
 
 
