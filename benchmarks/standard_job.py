@@ -20,7 +20,9 @@ gradient norms.
 Where the time goes: --breakdown K runs K more steps with the device synchronised between
 stages and adds their mean per-stage milliseconds to the record ("breakdown_ms": transform,
 rasterize, interpolate, antialias, loss, then each op's backward); --cprofile N profiles K
-more steps (K = --breakdown, or 5) and prints the N functions with the most own time.
+more steps (K = --breakdown, or 5) and prints the N functions with the most own time. --compile runs
+the forward and loss through torch.compile(fullgraph=True) (the backward through AOT autograd's
+compiled graph); its first call includes compiling.
 
     python benchmarks/standard_job.py --tris 80k --res 512 --mode vis
     python benchmarks/standard_job.py --tris 1.3m --res 512 --mode vis --breakdown 5 --cprofile 15
@@ -157,10 +159,14 @@ def run(
     breakdown: int = 0,
     cprofile: int = 0,
     save: str = "",
+    compile: bool = False,
 ) -> dict:
     """One case of the standard job; returns the RESULT record. breakdown: steps timed stage by
     stage after the timed loop; cprofile: print this many functions of a cProfile of those steps;
-    save: a .npy path for the last image, row 0 = top (the peers' orientation)."""
+    save: a .npy path for the last image, row 0 = top (the peers' orientation); compile: the
+    forward and loss through torch.compile(fullgraph=True) (its first call includes compiling)."""
+    if compile and breakdown:
+        raise ValueError("standard_job: breakdown times the stages of an eager step; it cannot run with compile")
     dev = torch.device(device)
     verts, tri = mesh.icosphere(LEVELS[tris])
     verts, tri = verts.to(dev), tri.to(dev)
@@ -174,17 +180,13 @@ def run(
     static_pos = (torch.cat([verts, torch.ones_like(verts[:, :1])], 1) @ mvp.T)[None].contiguous()
     state: dict = {}
 
-    def step(i: int, laps: Laps | None = None) -> None:
+    def forward(world: torch.Tensor, colors: torch.Tensor, laps: Laps | None) -> tuple:
+        """(image, loss or None): the transform, rasterize, interpolate, antialias in "vis" and the loss,
+        which --compile compiles (fullgraph=True; laps then None)."""
         lap = laps or (lambda stage: None)
-        if laps:
-            laps.start()
-        world = moved(verts, i) if moves else verts
-        if mode in ("pos", "vis"):
-            world.requires_grad_(True)
         pos_clip = (torch.cat([world, torch.ones_like(world[:, :1])], 1) @ mvp.T)[None] if moves else static_pos
         lap("transform")
         with torch.set_grad_enabled(not mode.startswith("fwd")):
-            colors = colors0 if mode.startswith("fwd") else colors0.clone().requires_grad_(True)
             rast, _ = dr.rasterize(glctx, pos_clip, tri, (res, res), grad_db=False)
             lap("rasterize")
             image = dr.interpolate(colors, rast, tri)[0]
@@ -197,15 +199,30 @@ def run(
                 image = dr.antialias(image, rast, pos_clip, tri, topology_hash=topology)
                 lap("antialias")
         if mode.startswith("fwd"):
-            state["image"] = image
-            lap("rest")
-            return
+            return image, None
         loss = (image - target).square().mean()
         lap("loss")
         if laps:
             laps.hook(image, "loss backward")
             if pos_clip.requires_grad:
                 laps.hook(pos_clip, "rasterize backward")
+        return image, loss
+
+    render = torch.compile(forward, fullgraph=True) if compile else forward
+
+    def step(i: int, laps: Laps | None = None) -> None:
+        lap = laps or (lambda stage: None)
+        if laps:
+            laps.start()
+        world = moved(verts, i) if moves else verts
+        if mode in ("pos", "vis"):
+            world.requires_grad_(True)
+        colors = colors0 if mode.startswith("fwd") else colors0.clone().requires_grad_(True)
+        image, loss = render(world, colors, laps)
+        if loss is None:
+            state["image"] = image
+            lap("rest")
+            return
         loss.backward()
         # colour-only modes: interpolate's backward is the last op; else the transform's
         lap("transform backward" if world.requires_grad else "interpolate backward")
@@ -228,6 +245,7 @@ def run(
         "verts": int(verts.shape[0]),
         "res": res,
         "device": str(dev),
+        "compiled": compile,
         "threads": torch.get_num_threads(),
         **timing,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
@@ -269,7 +287,10 @@ def main() -> None:
     parser.add_argument("--breakdown", type=int, default=0, metavar="K", help="time K more steps stage by stage")
     parser.add_argument("--cprofile", type=int, default=0, metavar="N", help="print the N costliest functions")
     parser.add_argument("--save", default="", help="save the last image (row 0 = top, like the peers) as .npy")
+    parser.add_argument("--compile", action="store_true", help="torch.compile(fullgraph=True) the forward and loss")
     args = parser.parse_args()
+    if args.compile and args.breakdown:
+        parser.error("--breakdown times the stages of an eager step; it cannot run with --compile")
     rss_after_import = rss_mb()  # the interpreter, torch and glrast, before any work
     record = run(
         args.tris,
@@ -280,6 +301,7 @@ def main() -> None:
         breakdown=args.breakdown,
         cprofile=args.cprofile,
         save=args.save,
+        compile=args.compile,
     )
     record["rss_after_import_mb"] = rss_after_import
     print("RESULT " + json.dumps(record), flush=True)

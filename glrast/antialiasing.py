@@ -86,7 +86,7 @@ import math
 
 import torch
 
-from . import _checks, kernels
+from . import _checks, kernels, ops
 from .params import Accumulator, Params, ptr
 
 _FN = "antialias"
@@ -149,14 +149,28 @@ class TopologyHash:
         return f"TopologyHash(triangles={self.tri.shape[0]}, capacity={self.capacity}, device={self.keys.device})"
 
 
-def _build_hash(tri: torch.Tensor) -> TopologyHash:
+def _capacity(num_tris: int) -> int:
     # One entry per (edge, triangle): 3 T entries, kept at most half the capacity so probe chains stay short.
-    capacity = 1 << max(6, (6 * tri.shape[0] - 1).bit_length())
-    keys = torch.full((capacity,), -1, dtype=torch.int64, device=tri.device)
-    tris = torch.empty(capacity, dtype=torch.int32, device=tri.device)
-    params = HashParams(tri=tri.data_ptr(), keys=keys.data_ptr(), tris=tris.data_ptr(), mask=capacity - 1)
+    return 1 << max(6, (6 * num_tris - 1).bit_length())
+
+
+def _antialias_hash(tri):
+    capacity = _capacity(tri.shape[0])
+    keys = tri.new_full((capacity,), -1, dtype=torch.int64)
+    tris = tri.new_full((capacity,), -1)  # empty slots hold -1 too, so that equal builds give equal tensors
+    params = HashParams(tri=tri.data_ptr(), keys=keys.data_ptr(), tris=tris.data_ptr(), mask=keys.numel() - 1)
     kernels.module("antialias", tri.device).launch("antialias_hash_build", params, tri.shape[0])
-    return TopologyHash(tri.clone(), keys, tris)
+    return keys, tris
+
+
+def _antialias_hash_fake(tri):
+    capacity = _capacity(int(tri.shape[0]))  # a size from the triangle count: specialised under torch.compile
+    return tri.new_empty(capacity, dtype=torch.int64), tri.new_empty(capacity)
+
+
+antialias_hash = ops.Op(
+    "antialias_hash", "(Tensor tri) -> (Tensor, Tensor)", _antialias_hash, _antialias_hash_fake
+)
 
 
 def antialias_construct_topology_hash(tri: torch.Tensor) -> TopologyHash:  # tri: [T, 3] int32
@@ -165,19 +179,19 @@ def antialias_construct_topology_hash(tri: torch.Tensor) -> TopologyHash:  # tri
     lo = int(tri.min()) if tri.numel() else 0
     if lo < 0:
         raise ValueError(f"{_FN_HASH}: tri holds vertex index {lo}; indices must be >= 0")
-    return _build_hash(tri)
+    return TopologyHash(tri.clone(), *antialias_hash(tri))
 
 
-def _params(color, rast, pos, tri, topo: TopologyHash, boost: float, **fields) -> AntialiasParams:
+def _params(color, rast, pos, tri, keys, tris, boost: float, **fields) -> AntialiasParams:
     n, h, w, c = color.shape
     return AntialiasParams(
         color=color.data_ptr(),
         rast=ptr(rast),
         pos=pos.data_ptr(),
         tri=tri.data_ptr(),
-        keys=topo.keys.data_ptr(),
-        tris=topo.tris.data_ptr(),
-        mask=topo.capacity - 1,
+        keys=keys.data_ptr(),
+        tris=tris.data_ptr(),
+        mask=keys.numel() - 1,
         num_tris=tri.shape[0],
         height=h,
         width=w,
@@ -188,58 +202,109 @@ def _params(color, rast, pos, tri, topo: TopologyHash, boost: float, **fields) -
     )
 
 
-class _Antialias(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, color, rast, pos, tri, topo, boost):
-        n, h, w, _ = color.shape
-        alpha = torch.empty(n, h, w, 2, dtype=torch.float32, device=color.device)
-        edge = torch.empty(n, h, w, 2, 2, dtype=torch.int32, device=color.device)
-        out = torch.empty_like(color)
-        pointers = {"alpha": alpha.data_ptr(), "edge": edge.data_ptr(), "out": out.data_ptr()}
-        params = _params(color, rast, pos, tri, topo, boost, **pointers)
-        mod = kernels.module("antialias", color.device)
-        mod.launch("antialias_pairs", params, 2 * n * h * w)
-        mod.launch("antialias_blend", params, n * h * w)
-        ctx.save_for_backward(color, pos, tri, alpha, edge)
-        ctx.topo, ctx.boost = topo, boost
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        color, pos, tri, alpha, edge = ctx.saved_tensors
-        n, h, w, _ = color.shape
-        want_color, _, want_pos = ctx.needs_input_grad[:3]
-        mod = kernels.module("antialias", color.device)
-        grad_color = torch.empty_like(color) if want_color else None
-        pos_slots, pos_acc = kernels.accumulator(mod, pos.shape, pos.device) if want_pos else (None, Accumulator())
-        grad_out = grad_out.contiguous()  # kept referenced: the kernel reads it through a raw pointer
-        params = _params(
-            color, None, pos, tri, ctx.topo, ctx.boost,  # the records stand for rast
-            alpha=alpha.data_ptr(), edge=edge.data_ptr(), grad_out=grad_out.data_ptr(), grad_color=ptr(grad_color),
-            grad_pos=pos_acc,
-        )  # fmt: skip
-        if want_color:
-            mod.launch("antialias_grad_color", params, n * h * w)
-        if want_pos:
-            mod.launch("antialias_grad_pos", params, 2 * n * h * w)
-        return grad_color, None, kernels.collect(pos_slots) if want_pos else None, None, None, None
+def _other_tri(hash_tri: torch.Tensor, tri: torch.Tensor) -> ValueError:
+    return ValueError(
+        f"{_FN}: topology_hash was built for a different tri ({hash_tri.shape[0]} triangles; "
+        f"tri has {tri.shape[0]}, or its indices changed); rebuild it with antialias_construct_topology_hash(tri)"
+    )
 
 
-def _topology(topology_hash: object, tri: torch.Tensor) -> TopologyHash:
+def _antialias(color, rast, pos, tri, hash_tri, keys, tris, boost):
+    """hash_tri: the tri the hash (keys, tris) was built from (tri itself for a hash built now).
+    Returns the image and the records of the pairs' decisions, which the backward reads."""
+    _checks.triangles(_FN, tri, pos.shape[-2])
+    if hash_tri is not tri and not _checks.equal(hash_tri, tri):
+        raise _other_tri(hash_tri, tri)
+    out, alpha, edge = _antialias_fake(color, rast, pos, tri, hash_tri, keys, tris, boost)
+    pointers = {"alpha": alpha.data_ptr(), "edge": edge.data_ptr(), "out": out.data_ptr()}
+    params = _params(color, rast, pos, tri, keys, tris, boost, **pointers)
+    mod = kernels.module("antialias", color.device)
+    n, h, w, _ = color.shape
+    mod.launch("antialias_pairs", params, 2 * n * h * w)
+    mod.launch("antialias_blend", params, n * h * w)
+    return out, alpha, edge
+
+
+def _antialias_fake(color, rast, pos, tri, hash_tri, keys, tris, boost):
+    n, h, w, _ = color.shape
+    return torch.empty_like(color), color.new_empty(n, h, w, 2), color.new_empty(n, h, w, 2, 2, dtype=torch.int32)
+
+
+def _antialias_setup(ctx, inputs, output):
+    color, _, pos, tri, _, keys, tris, ctx.boost = inputs
+    _, alpha, edge = output
+    ctx.mark_non_differentiable(alpha, edge)
+    ctx.set_materialize_grads(False)  # the records get no gradients: no zeros made for them
+    ctx.save_for_backward(color, pos, tri, keys, tris, alpha, edge)
+
+
+def _antialias_backward(ctx, grad_out, _grad_alpha, _grad_edge):
+    if grad_out is None:
+        return (None,) * 8
+    color, pos, tri, keys, tris, alpha, edge = ctx.saved_tensors
+    ops.first_order_only(_FN, grad_out, color, pos)
+    want_color, _, want_pos = ctx.needs_input_grad[:3]
+    grad_color, grad_pos = antialias_backward(
+        color, pos, tri, keys, tris, alpha, edge, grad_out, ctx.boost, want_color, want_pos
+    )
+    return grad_color if want_color else None, None, grad_pos if want_pos else None, None, None, None, None, None
+
+
+def _antialias_backward_impl(color, pos, tri, keys, tris, alpha, edge, grad_out, boost, want_color, want_pos):
+    n, h, w, _ = color.shape
+    mod = kernels.module("antialias", color.device)
+    grad_color = torch.empty_like(color) if want_color else ops.absent(color)
+    pos_slots, pos_acc = kernels.accumulator(mod, pos.shape, pos.device) if want_pos else (None, Accumulator())
+    grad_out = grad_out.contiguous()  # kept referenced: the kernel reads it through a raw pointer
+    params = _params(
+        color, None, pos, tri, keys, tris, boost,  # the records stand for rast
+        alpha=alpha.data_ptr(), edge=edge.data_ptr(), grad_out=grad_out.data_ptr(),
+        grad_color=ptr(grad_color) if want_color else None, grad_pos=pos_acc,
+    )  # fmt: skip
+    if want_color:
+        mod.launch("antialias_grad_color", params, n * h * w)
+    if want_pos:
+        mod.launch("antialias_grad_pos", params, 2 * n * h * w)
+    return grad_color, kernels.collect(pos_slots) if want_pos else ops.absent(pos)
+
+
+def _antialias_backward_fake(color, pos, tri, keys, tris, alpha, edge, grad_out, boost, want_color, want_pos):
+    return torch.empty_like(color) if want_color else ops.absent(color), (
+        torch.empty_like(pos) if want_pos else ops.absent(pos)
+    )
+
+
+antialias_op = ops.Op(
+    "antialias",
+    "(Tensor color, Tensor rast, Tensor pos, Tensor tri, Tensor hash_tri, Tensor keys, Tensor tris, float boost) "
+    "-> (Tensor, Tensor, Tensor)",
+    _antialias,
+    _antialias_fake,
+    _antialias_setup,
+    _antialias_backward,
+)
+antialias_backward = ops.Op(
+    "antialias_backward",
+    "(Tensor color, Tensor pos, Tensor tri, Tensor keys, Tensor tris, Tensor alpha, Tensor edge, Tensor grad_out, "
+    "float boost, bool want_color, bool want_pos) -> (Tensor, Tensor)",
+    _antialias_backward_impl,
+    _antialias_backward_fake,
+)
+
+
+def _topology(topology_hash: object, tri: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(the tri the hash was built from, keys, tris); whether that tri equals `tri` is checked in the op."""
     if topology_hash is None:
-        return _build_hash(tri)
+        return (tri, *antialias_hash(tri))
     if not isinstance(topology_hash, TopologyHash):
         raise TypeError(
             f"{_FN}: topology_hash must come from antialias_construct_topology_hash(tri), "
             f"got {type(topology_hash).__name__}"
         )
     _checks.same_device(_FN, tri.device, topology_hash=topology_hash.keys)
-    if topology_hash.tri.shape != tri.shape or not torch.equal(topology_hash.tri, tri):
-        raise ValueError(
-            f"{_FN}: topology_hash was built for a different tri ({topology_hash.tri.shape[0]} triangles; "
-            f"tri has {tri.shape[0]}, or its indices changed); rebuild it with antialias_construct_topology_hash(tri)"
-        )
-    return topology_hash
+    if topology_hash.tri.shape != tri.shape:
+        raise _other_tri(topology_hash.tri, tri)
+    return topology_hash.tri, topology_hash.keys, topology_hash.tris
 
 
 def antialias(
@@ -257,11 +322,15 @@ def antialias(
     Gradients flow to color and to the x, y, w of pos (scaled by
     pos_gradient_boost); rast gets none. Without topology_hash the hash is built
     on every call; build it once with antialias_construct_topology_hash(tri)
-    while tri stays the same.
+    while tri stays the same. There are no second derivatives (a backward with
+    create_graph=True that reaches antialias raises). color and pos may be
+    float16 or bfloat16: computed in float32, the result in color's dtype.
     """
-    color = _checks.tensor(_FN, "color", color, "[N, H, W, C]", ndims=(4,))
+    dtype = color.dtype if isinstance(color, torch.Tensor) else None
+    color = _checks.tensor(_FN, "color", color, "[N, H, W, C]", ndims=(4,), low_precision=True)
     rast = _checks.tensor(_FN, "rast", rast, "[N, H, W, 4]", ndims=(4,), last=4)
-    pos = _checks.tensor(_FN, "pos", pos, "[N, V, 4] (instanced) or [V, 4] (range mode)", ndims=(2, 3), last=4)
+    pos = _checks.tensor(_FN, "pos", pos, "[N, V, 4] (instanced) or [V, 4] (range mode)", ndims=(2, 3), last=4,
+                         low_precision=True)
     tri = _checks.tensor(_FN, "tri", tri, "[T, 3]", ndims=(2,), last=3, dtype=torch.int32)
     _checks.same_device(_FN, color.device, rast=rast, pos=pos, tri=tri)
     if rast.shape[:3] != color.shape[:3]:
@@ -274,12 +343,12 @@ def antialias(
             f"{_FN}: in instanced mode pos must hold one position set per image: got {pos.shape[0]} "
             f"for {color.shape[0]} images (pos {_checks.describe(pos)})"
         )
-    _checks.triangles(_FN, tri, pos.shape[-2])
     try:
         boost = float(pos_gradient_boost)
     except (TypeError, ValueError):
         raise TypeError(f"{_FN}: pos_gradient_boost must be a number, got {pos_gradient_boost!r}") from None
     if not math.isfinite(boost):
         raise ValueError(f"{_FN}: pos_gradient_boost must be finite, got {boost}")
-    topo = _topology(topology_hash, tri)
-    return _Antialias.apply(color, rast, pos, tri, topo, boost)
+    hash_tri, keys, tris = _topology(topology_hash, tri)
+    out = antialias_op(color, rast, pos, tri, hash_tri, keys, tris, boost)[0]
+    return out if dtype == torch.float32 else out.to(dtype)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +17,9 @@ from . import egl
 from .pipeline import RasterPipeline
 
 _MODES = ("automatic", "manual")
+# Live contexts by handle: the ops (glrast/ops.py) take a context as this int, which an op schema accepts.
+_live: weakref.WeakValueDictionary[int, RasterizeGLContext] = weakref.WeakValueDictionary()
+_handles = itertools.count(1)
 
 
 def resolve_device(device: Any, fn: str = "RasterizeGLContext") -> torch.device:
@@ -154,6 +159,16 @@ class RasterizeGLContext:
             min(limits["GL_MAX_TEXTURE_SIZE"], limits["GL_MAX_RENDERBUFFER_SIZE"], *limits["GL_MAX_VIEWPORT_DIMS"])
         )
         self.max_storage_bytes = int(limits["GL_MAX_SHADER_STORAGE_BLOCK_SIZE"])
+        self.handle = next(_handles)  # how the ops name this context (`from_handle`)
+        _live[self.handle] = self
+
+    @staticmethod
+    def from_handle(handle: int) -> RasterizeGLContext:
+        """The live context whose `handle` this is."""
+        glctx = _live.get(handle)
+        if glctx is None:
+            raise RuntimeError(f"RasterizeGLContext: no live context has handle {handle} (it was garbage-collected)")
+        return glctx
 
     # -- information ---------------------------------------------------------
     @property

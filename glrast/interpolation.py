@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import operator
 from collections.abc import Sequence
 
 import torch
 
-from . import _checks, kernels
+from . import _checks, kernels, ops
 from .params import Accumulator, Params, ptr
 
 _FN = "interpolate"
@@ -56,50 +57,134 @@ def _params(attr, rast, rast_db, tri, diff_idx, **fields) -> InterpolateParams:
     )
 
 
-class _Interpolate(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, attr, rast, rast_db, tri, diff_idx):
-        n, h, w, _ = rast.shape
-        out = torch.empty(n, h, w, attr.shape[2], dtype=torch.float32, device=attr.device)
-        num_diff = 0 if diff_idx is None else diff_idx.numel()
-        out_da = torch.empty(n, h, w, 2 * num_diff, dtype=torch.float32, device=attr.device)
-        out_da_ptr = out_da.data_ptr() if num_diff else None
-        params = _params(attr, rast, rast_db, tri, diff_idx, out=out.data_ptr(), out_da=out_da_ptr)
-        kernels.module("interpolate", attr.device).launch("interpolate_fwd", params, n * h * w)
-        ctx.save_for_backward(attr, rast, rast_db, tri, diff_idx)
-        return out, out_da
-
-    @staticmethod
-    def backward(ctx, grad_out, grad_da):
-        attr, rast, rast_db, tri, diff_idx = ctx.saved_tensors
-        n, h, w, _ = rast.shape
-        mod = kernels.module("interpolate", attr.device)
-        grad_slots, accumulator = kernels.accumulator(mod, attr.shape, attr.device)
-        grad_rast = torch.empty_like(rast)
-        use_da = diff_idx is not None and grad_da is not None
-        grad_rast_db = torch.empty_like(rast_db) if use_da else None
-        # Kept in locals: the kernel only sees raw pointers, so the tensors must outlive the launch.
-        grad_out = grad_out.contiguous()
-        grad_da = grad_da.contiguous() if use_da else None
-        params = _params(
-            attr,
-            rast,
-            rast_db,
-            tri,
-            diff_idx,
-            grad_out=grad_out.data_ptr(),
-            grad_da=ptr(grad_da),
-            grad_attr=accumulator,
-            grad_rast=grad_rast.data_ptr(),
-            grad_rast_db=ptr(grad_rast_db),
-        )
-        mod.launch("interpolate_bwd", params, n * h * w)
-        return kernels.collect(grad_slots), grad_rast, grad_rast_db, None, None
+@functools.lru_cache(maxsize=64)
+def _diff_tensor(diff: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """The attribute indices of diff_attrs as the kernels read them (made once per list and device)."""
+    return torch.tensor(diff, dtype=torch.int32, device=device)
 
 
-def _diff_indices(diff_attrs: str | Sequence[int] | None, num_attrs: int, device: torch.device) -> torch.Tensor | None:
+def _launch(kernel, attr, rast, rast_db, tri, diff, **fields) -> None:
+    diff_idx = _diff_tensor(tuple(diff), attr.device) if diff else None
+    n, h, w, _ = rast.shape
+    params = _params(attr, rast, rast_db if diff else None, tri, diff_idx, **fields)
+    kernels.module("interpolate", attr.device).launch(kernel, params, n * h * w)
+
+
+def _interpolate(attr, rast, rast_db, tri, diff):
+    _checks.triangles(_FN, tri, attr.shape[1], holder="attr")
+    out, out_da = _interpolate_fake(attr, rast, rast_db, tri, diff)
+    _launch("interpolate_fwd", attr, rast, rast_db, tri, diff, out=out.data_ptr(), out_da=ptr(out_da) if diff else None)
+    return out, out_da
+
+
+def _interpolate_fake(attr, rast, rast_db, tri, diff):
+    n, h, w, _ = rast.shape
+    return attr.new_empty(n, h, w, attr.shape[2]), attr.new_empty(n, h, w, 2 * len(diff))
+
+
+def _interpolate_setup(ctx, inputs, output):
+    attr, rast, rast_db, tri, diff = inputs
+    ctx.save_for_backward(attr, rast, rast_db, tri)
+    ctx.diff = diff
+
+
+def _interpolate_backward(ctx, grad_out, grad_da):
+    attr, rast, rast_db, tri = ctx.saved_tensors
+    use_da = bool(ctx.diff)
+    grad_da = grad_da if use_da else None
+    grad_attr, grad_rasts = interpolate_backward(attr, rast, rast_db, tri, ctx.diff, grad_out, grad_da)
+    return grad_attr, grad_rasts[0], grad_rasts[1] if use_da else None, None, None
+
+
+def _interpolate_backward_impl(attr, rast, rast_db, tri, diff, grad_out, grad_da):
+    """(grad_attr, grad_rasts): grad_rasts [1 or 2, N, H, W, 4] holds the gradients of rast and, with
+    grad_da, of rast_db (one tensor: one allocation, and no stand-in for an absent one)."""
+    grad_attr, grad_rasts = _interpolate_backward_fake(attr, rast, rast_db, tri, diff, grad_out, grad_da)
+    mod = kernels.module("interpolate", attr.device)
+    grad_slots, accumulator = kernels.accumulator(mod, attr.shape, attr.device)
+    # Kept in locals: the kernel only sees raw pointers, so the tensors must outlive the launch.
+    grad_out = grad_out.contiguous()
+    grad_da = grad_da.contiguous() if grad_da is not None else None
+    _launch(
+        "interpolate_bwd", attr, rast, rast_db, tri, diff,
+        grad_out=grad_out.data_ptr(), grad_da=ptr(grad_da), grad_attr=accumulator, grad_rast=grad_rasts.data_ptr(),
+        grad_rast_db=grad_rasts[1].data_ptr() if grad_da is not None else None,
+    )  # fmt: skip
+    return kernels.collect(grad_slots), grad_rasts
+
+
+def _interpolate_backward_fake(attr, rast, rast_db, tri, diff, grad_out, grad_da):
+    return torch.empty_like(attr), rast.new_empty(1 if grad_da is None else 2, *rast.shape)
+
+
+def _double_setup(ctx, inputs, output):
+    attr, rast, rast_db, tri, diff, grad_out, grad_da = inputs
+    ctx.save_for_backward(attr, rast, rast_db, tri, grad_out, grad_da)
+    ctx.diff = diff
+    ctx.set_materialize_grads(False)
+
+
+def _double_backward(ctx, gg_attr, gg_rasts):
+    """The derivative of interpolate's backward, from interpolate and its backward again.
+
+    out = a2 + u (a0 - a2) + v (a1 - a2) per pixel and out_da = (a0 - a2, a1 - a2) · rast_db are
+    linear in attr and in (u, v, rast_db) apart (bilinear jointly), so each term of the second
+    derivative is one of the two ops with one argument replaced by a cotangent: (gg_u, gg_v) stand
+    in for the barycentrics, less the affine part that (0, 0) gives."""
+    attr, rast, rast_db, tri, grad_out, grad_da = ctx.saved_tensors
+    diff = ctx.diff
+    gg_attr = None if gg_attr is None else gg_attr.contiguous()  # cotangents may be expanded or strided
+    gg_rast = None if gg_rasts is None else gg_rasts[0]
+    gg_rast_db = None if gg_rasts is None or gg_rasts.shape[0] == 1 else gg_rasts[1].contiguous()
+    d_out = d_da = d_attr = d_rast = d_db = None
+    if gg_attr is not None:
+        d_out, d_da = interpolate_op(gg_attr, rast, rast_db, tri, diff)
+        _, d_rasts = interpolate_backward(gg_attr, rast, rast_db, tri, diff, grad_out, grad_da)
+        d_rast, d_db = d_rasts[0], d_rasts[1] if grad_da is not None else None
+    if gg_rast is not None or gg_rast_db is not None:
+        uv = torch.zeros_like(rast[..., :2]) if gg_rast is None else gg_rast[..., :2]
+        rast_g = torch.cat([uv, rast[..., 2:]], -1)
+        rast_0 = torch.cat([torch.zeros_like(uv), rast[..., 2:]], -1)
+        db_g = None if rast_db is None else (torch.zeros_like(rast_db) if gg_rast_db is None else gg_rast_db)
+        db_0 = None if rast_db is None else torch.zeros_like(rast_db)
+        out_g, da_g = interpolate_op(attr, rast_g, db_g, tri, diff)
+        out_0, _ = interpolate_op(attr, rast_0, db_0, tri, diff)
+        d_out = _add(d_out, out_g - out_0)
+        d_da = _add(d_da, da_g)
+        attr_g = interpolate_backward(attr, rast_g, db_g, tri, diff, grad_out, grad_da)[0]
+        attr_0 = interpolate_backward(attr, rast_0, db_0, tri, diff, grad_out, grad_da)[0]
+        d_attr = attr_g - attr_0
+    if rast_db is None:
+        d_db = None
+    return d_attr, d_rast, d_db, None, None, d_out, d_da if grad_da is not None else None
+
+
+def _add(a: torch.Tensor | None, b: torch.Tensor) -> torch.Tensor:
+    return b if a is None else a + b
+
+
+interpolate_op = ops.Op(
+    "interpolate",
+    "(Tensor attr, Tensor rast, Tensor? rast_db, Tensor tri, int[] diff) -> (Tensor, Tensor)",
+    _interpolate,
+    _interpolate_fake,
+    _interpolate_setup,
+    _interpolate_backward,
+)
+interpolate_backward = ops.Op(
+    "interpolate_backward",
+    "(Tensor attr, Tensor rast, Tensor? rast_db, Tensor tri, int[] diff, Tensor grad_out, Tensor? grad_da) "
+    "-> (Tensor, Tensor)",
+    _interpolate_backward_impl,
+    _interpolate_backward_fake,
+    _double_setup,
+    _double_backward,
+)
+
+
+def _diff_indices(diff_attrs: str | Sequence[int] | None, num_attrs: int) -> list[int]:
     if diff_attrs is None:
-        return None
+        return []
     if isinstance(diff_attrs, str):
         if diff_attrs != "all":
             raise ValueError(f"{_FN}: diff_attrs must be 'all' or a list of attribute indices, got {diff_attrs!r}")
@@ -119,9 +204,7 @@ def _diff_indices(diff_attrs: str | Sequence[int] | None, num_attrs: int, device
             raise ValueError(
                 f"{_FN}: diff_attrs index {bad[0]} is outside [0, {num_attrs}) (attr has {num_attrs} attributes)"
             )
-    if not idx:
-        return None
-    return torch.tensor(idx, dtype=torch.int32, device=device)
+    return idx
 
 
 def interpolate(
@@ -134,9 +217,13 @@ def interpolate(
     """Interpolate vertex attributes: returns out [N, H, W, A] (zero where rast
     is empty, or names a triangle id outside tri) and out_da [N, H, W, 2·len(diff_attrs)] = (dA/dX, dA/dY) per
     selected attribute when diff_attrs is given (which then needs rast_db, as in nvdiffrast), else an
-    empty [N, H, W, 0] tensor. Gradients flow to attr, rast (u, v) and rast_db.
+    empty [N, H, W, 0] tensor. Gradients flow to attr, rast (u, v) and rast_db, with second
+    derivatives too (create_graph=True builds a real second-order graph). attr may be float16 or
+    bfloat16: computed in float32, out and out_da come back in attr's dtype; rast and rast_db
+    must be float32. Indices in tri outside [0, V) raise a ValueError from the op.
     """
-    attr = _checks.tensor(_FN, "attr", attr, "[V, A] or [N, V, A]", ndims=(2, 3))
+    dtype = attr.dtype if isinstance(attr, torch.Tensor) else None
+    attr = _checks.tensor(_FN, "attr", attr, "[V, A] or [N, V, A]", ndims=(2, 3), low_precision=True)
     rast = _checks.tensor(_FN, "rast", rast, "[N, H, W, 4]", ndims=(4,), last=4)
     tri = _checks.tensor(_FN, "tri", tri, "[T, 3]", ndims=(2,), last=3, dtype=torch.int32)
     if rast_db is not None:
@@ -153,13 +240,13 @@ def interpolate(
         raise ValueError(
             f"{_FN}: attr has {attr.shape[0]} attribute sets for a batch of {n} images (expected 1 or {n})"
         )
-    _checks.triangles(_FN, tri, attr.shape[1], holder="attr")
-    diff_idx = _diff_indices(diff_attrs, attr.shape[2], attr.device)
-    if diff_idx is not None and rast_db is None:
+    diff = _diff_indices(diff_attrs, attr.shape[2])
+    if diff and rast_db is None:
         raise ValueError(
             f"{_FN}: diff_attrs={diff_attrs!r} asks for attribute derivatives, which need rast_db "
             "(the second output of rasterize)"
         )
-    if diff_idx is None:
+    if not diff:
         rast_db = None
-    return _Interpolate.apply(attr, rast, rast_db, tri, diff_idx)
+    out, out_da = interpolate_op(attr, rast, rast_db, tri, diff)
+    return (out, out_da) if dtype == torch.float32 else (out.to(dtype), out_da.to(dtype))

@@ -37,14 +37,14 @@ csrc/texture.cu; gradients reach tex through the pyramid.
 from __future__ import annotations
 
 import ctypes
+import functools
 import math
 import operator
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
-from . import _checks, kernels
+from . import _checks, kernels, ops
 from .params import Accumulator, Params, expect_constants, ptr
 
 _FN = "texture"
@@ -181,16 +181,65 @@ def _mip_kernel(kernel: str, base: torch.Tensor, packed: torch.Tensor, shapes: S
         mod.launch(kernel, _mip_params(fine, coarse, all_shapes[k - 1], all_shapes[k]), _texels(all_shapes[k]))
 
 
-def _build_pyramid(tex: torch.Tensor, shapes: Sequence[tuple]) -> torch.Tensor:
-    """Levels 1..len(shapes) of `tex`, packed, each computed from the one below."""
-    packed = torch.empty(_offsets(shapes)[-1], dtype=tex.dtype, device=tex.device)
-    _mip_kernel("mip_down", tex, packed, shapes, range(1, len(shapes) + 1))
+def _shapes(tex_shape: tuple, levels: int) -> tuple:
+    """Shapes of levels 1..levels of a texture of `tex_shape`, as `_level_shapes` gives them (the
+    caller checked that the texture has that many); symbolic sizes too (torch.compile's dynamic shapes)."""
+    try:
+        return _int_shapes(tex_shape, levels)
+    except TypeError:  # a symbolic size cannot be hashed
+        return _level_sizes(tex_shape, levels)
+
+
+def _level_sizes(tex_shape: tuple, levels: int) -> tuple:
+    *lead, h, w, c = tex_shape
+    return tuple((*lead, torch.sym_max(1, h // (1 << k)), torch.sym_max(1, w // (1 << k)), c)
+                 for k in range(1, levels + 1))  # fmt: skip
+
+
+_int_shapes = functools.lru_cache(maxsize=256)(_level_sizes)
+
+
+def _texture_mip(tex, levels):
+    """Levels 1..levels of `tex`, packed, each computed from the one below."""
+    packed = _texture_mip_fake(tex, levels)
+    _mip_kernel("mip_down", tex, packed, _shapes(tuple(tex.shape), levels), range(1, levels + 1))
     return packed
+
+
+def _texture_mip_fake(tex, levels):
+    return tex.new_empty(_offsets(_shapes(tuple(tex.shape), levels))[-1])
+
+
+def _texture_mip_setup(ctx, inputs, output):
+    tex, ctx.levels = inputs
+    ctx.tex_shape = list(tex.shape)
+
+
+def _texture_mip_backward(ctx, grad_packed):
+    return texture_mip_backward(grad_packed.contiguous(), ctx.tex_shape, ctx.levels), None
+
+
+def _texture_mip_backward_impl(grad_packed, tex_shape, levels):
+    grad_tex = grad_packed.new_zeros(tex_shape)
+    _pyramid_grad_to_base(grad_tex, grad_packed.clone(), _shapes(tuple(tex_shape), levels))
+    return grad_tex
 
 
 def _pyramid_grad_to_base(grad_tex: torch.Tensor, grad_packed: torch.Tensor, shapes: Sequence[tuple]) -> None:
     """Add the gradients of levels last..1 into the level below, ending in grad_tex (in place)."""
     _mip_kernel("mip_down_grad", grad_tex, grad_packed, shapes, range(len(shapes), 0, -1))
+
+
+texture_mip = ops.Op(
+    "texture_mip", "(Tensor tex, int levels) -> Tensor", _texture_mip, _texture_mip_fake, _texture_mip_setup,
+    _texture_mip_backward,
+)  # fmt: skip
+texture_mip_backward = ops.Op(
+    "texture_mip_backward",
+    "(Tensor grad_pyr, SymInt[] tex_shape, int levels) -> Tensor",
+    _texture_mip_backward_impl,
+    lambda grad_pyr, tex_shape, levels: grad_pyr.new_empty(tex_shape),
+)
 
 
 class TextureMip:
@@ -216,21 +265,9 @@ class TextureMip:
 # The lookup
 
 
-@dataclass(frozen=True)
-class _Config:
-    filter: int
-    boundary: int
-    shapes: tuple  # shapes of levels 1..last that the lookup reads
-    through_tex: bool  # the pyramid is a function of tex: its gradient flows on into tex
-
-    @property
-    def last(self) -> int:
-        return len(self.shapes)
-
-
-def _params(cfg: _Config, tex, pyr, uv, uv_da, bias, **fields) -> TextureParams:
-    mipmapped = cfg.filter >= _FILTERS["linear-mipmap-nearest"]
-    starts = _offsets(cfg.shapes)[:-1]
+def _params(filter: int, boundary: int, levels: int, tex, pyr, uv, uv_da, bias, **fields) -> TextureParams:
+    mipmapped = filter >= _FILTERS["linear-mipmap-nearest"]
+    starts = _offsets(_shapes(tuple(tex.shape), levels))[:-1]
     return TextureParams(
         tex=tex.data_ptr(),
         pyr=ptr(pyr),
@@ -244,63 +281,127 @@ def _params(cfg: _Config, tex, pyr, uv, uv_da, bias, **fields) -> TextureParams:
         height=tex.shape[-3],
         width=tex.shape[-2],
         channels=tex.shape[-1],
-        last_level=cfg.last,
-        filter=cfg.filter,
-        boundary=cfg.boundary,
+        last_level=levels,
+        filter=filter,
+        boundary=boundary,
         **fields,
     )
 
 
-class _Texture(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, tex, pyr, uv, uv_da, bias, cfg):
-        n, h, w, _ = uv.shape
-        out = torch.empty(n, h, w, tex.shape[-1], dtype=torch.float32, device=tex.device)
-        kernels.module("texture", tex.device).launch(
-            "texture_fwd", _params(cfg, tex, pyr, uv, uv_da, bias, out=out.data_ptr()), n * h * w
-        )
-        ctx.cfg = cfg
-        ctx.save_for_backward(tex, pyr, uv, uv_da, bias)
-        return out
+# The texture op's arguments after the tensors: filter, boundary, levels (the pyramid holds levels
+# 1..levels) and through_tex (the pyramid is a function of tex: its gradient flows on into tex).
 
-    @staticmethod
-    def backward(ctx, grad_out):
-        tex, pyr, uv, uv_da, bias = ctx.saved_tensors
-        cfg = ctx.cfg
-        need_tex, need_pyr, need_uv, need_da, need_bias = ctx.needs_input_grad[:5]
-        mod = kernels.module("texture", tex.device)
-        tex_slots, tex_acc = kernels.accumulator(mod, tex.shape, tex.device) if need_tex else (None, Accumulator())
-        want_pyr = cfg.last > 0 and (need_pyr or (need_tex and cfg.through_tex))
-        pyr_slots, pyr_acc = (None, Accumulator())
-        if want_pyr:
-            pyr_slots, pyr_acc = kernels.accumulator(mod, (_offsets(cfg.shapes)[-1],), tex.device)
-        grad_uv = torch.empty_like(uv) if need_uv else None
-        grad_da = torch.empty_like(uv_da) if need_da else None
-        grad_bias = torch.empty_like(bias) if need_bias else None
-        n, h, w, _ = uv.shape
-        grad_out = grad_out.contiguous()  # kept referenced: the kernel reads it through a raw pointer
-        params = _params(
-            cfg,
-            tex,
-            pyr,
-            uv,
-            uv_da,
-            bias,
-            grad_out=grad_out.data_ptr(),
-            grad_tex=tex_acc,
-            grad_pyr=pyr_acc,
-            grad_uv=ptr(grad_uv),
-            grad_uv_da=ptr(grad_da),
-            grad_bias=ptr(grad_bias),
-        )
-        mod.launch("texture_bwd", params, n * h * w)
-        grad_tex = kernels.collect(tex_slots) if need_tex else None
-        grad_pyr = kernels.collect(pyr_slots) if want_pyr else None
-        if cfg.through_tex and grad_tex is not None and grad_pyr is not None:
-            _pyramid_grad_to_base(grad_tex, grad_pyr, cfg.shapes)
-        if not need_pyr:  # a prebuilt or internal pyramid: its gradient went on into tex
-            grad_pyr = None
-        return kernels.saturate(grad_tex), kernels.saturate(grad_pyr), grad_uv, grad_da, grad_bias, None
+
+def _texture(tex, pyr, uv, uv_da, bias, filter, boundary, levels, through_tex):
+    out = _texture_fake(tex, pyr, uv, uv_da, bias, filter, boundary, levels, through_tex)
+    params = _params(filter, boundary, levels, tex, pyr, uv, uv_da, bias, out=out.data_ptr())
+    kernels.module("texture", tex.device).launch("texture_fwd", params, out[..., 0].numel())
+    return out
+
+
+def _texture_fake(tex, pyr, uv, uv_da, bias, filter, boundary, levels, through_tex):
+    n, h, w, _ = uv.shape
+    return tex.new_empty(n, h, w, tex.shape[-1])
+
+
+def _texture_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs[:5])
+    ctx.args = inputs[5:]
+
+
+def _texture_backward(ctx, grad_out):
+    tex, pyr, uv, uv_da, bias = ctx.saved_tensors
+    needs = list(ctx.needs_input_grad[:5])
+    g_tex, g_pyr, g_uv, g_da, g_bias = texture_backward(tex, pyr, uv, uv_da, bias, grad_out, *ctx.args, needs)
+    need_tex, need_pyr, need_uv, need_da, need_bias = needs
+    return (g_tex if need_tex else None, g_pyr if need_pyr else None, g_uv if need_uv else None,
+            g_da if need_da else None, g_bias if need_bias else None, None, None, None, None)  # fmt: skip
+
+
+def _texture_backward_impl(tex, pyr, uv, uv_da, bias, grad_out, filter, boundary, levels, through_tex, needs):
+    need_tex, need_pyr, need_uv, need_da, need_bias = needs
+    mod = kernels.module("texture", tex.device)
+    shapes = _shapes(tuple(tex.shape), levels)
+    tex_slots, tex_acc = kernels.accumulator(mod, tex.shape, tex.device) if need_tex else (None, Accumulator())
+    want_pyr = levels > 0 and (need_pyr or (need_tex and through_tex))
+    pyr_slots, pyr_acc = (None, Accumulator())
+    if want_pyr:
+        pyr_slots, pyr_acc = kernels.accumulator(mod, (_offsets(shapes)[-1],), tex.device)
+    grad_uv = torch.empty_like(uv) if need_uv else ops.absent(uv)
+    grad_da = torch.empty_like(uv_da) if need_da else ops.absent(uv)
+    grad_bias = torch.empty_like(bias) if need_bias else ops.absent(uv)
+    grad_out = grad_out.contiguous()  # kept referenced: the kernel reads it through a raw pointer
+    params = _params(
+        filter, boundary, levels, tex, pyr, uv, uv_da, bias,
+        grad_out=grad_out.data_ptr(), grad_tex=tex_acc, grad_pyr=pyr_acc, grad_uv=ptr(grad_uv) if need_uv else None,
+        grad_uv_da=ptr(grad_da) if need_da else None, grad_bias=ptr(grad_bias) if need_bias else None,
+    )  # fmt: skip
+    mod.launch("texture_bwd", params, grad_out[..., 0].numel())
+    grad_tex = kernels.collect(tex_slots) if need_tex else ops.absent(tex)
+    grad_pyr = kernels.collect(pyr_slots) if want_pyr else None
+    if through_tex and need_tex and grad_pyr is not None:
+        _pyramid_grad_to_base(grad_tex, grad_pyr, shapes)
+        kernels.saturate(grad_tex)  # collect saturated both; the sums of the pyramid's gradients may not be
+    # a prebuilt or internal pyramid: its gradient went on into tex
+    return grad_tex, grad_pyr if need_pyr else ops.absent(tex), grad_uv, grad_da, grad_bias
+
+
+def _texture_backward_fake(tex, pyr, uv, uv_da, bias, grad_out, filter, boundary, levels, through_tex, needs):
+    wanted = zip(needs, (tex, pyr, uv, uv_da, bias), (tex, tex, uv, uv, uv))
+    return tuple(torch.empty_like(t) if need else ops.absent(like) for need, t, like in wanted)
+
+
+def _double_setup(ctx, inputs, output):
+    tex, pyr, uv, uv_da, bias = inputs[:5]
+    ctx.save_for_backward(uv, uv_da, bias)
+    ctx.args = inputs[6:10]
+    ctx.tex_shape, ctx.pyr_size = tex.shape, 0 if pyr is None else pyr.numel()
+    ctx.set_materialize_grads(False)
+
+
+def _double_backward(ctx, gg_tex, gg_pyr, gg_uv, gg_da, gg_bias):
+    """texture's backward is linear in grad_out, and (grad_tex, grad_pyr) is its image under the
+    transpose of texture's map from (tex, pyramid), which is linear: that transpose's own transpose
+    is texture again, with the pyramid built from gg_tex where it is a function of tex."""
+    uv, uv_da, bias = ctx.saved_tensors
+    filter, boundary, levels, through_tex = ctx.args
+    gg_tex, gg_pyr, gg_uv, gg_da, gg_bias = (
+        g.contiguous() if g is not None and g.numel() else None for g in (gg_tex, gg_pyr, gg_uv, gg_da, gg_bias)
+    )  # cotangents may be expanded or strided; an absent output's (ops.absent) has no elements
+    mipmapped = filter >= _FILTERS["linear-mipmap-nearest"]
+    needs = ctx.needs_input_grad
+    through_coords = (needs[2] and filter != _FILTERS["nearest"]) or (mipmapped and (needs[3] or needs[4]))
+    if gg_uv is not None or gg_da is not None or gg_bias is not None or through_coords:
+        raise ops.higher_order_error(_FN, " with respect to uv, uv_da and mip_level_bias (only tex has them)")
+    if gg_tex is None and gg_pyr is None:
+        return (None,) * 11
+    gg_tex = uv.new_zeros(ctx.tex_shape) if gg_tex is None else gg_tex
+    if through_tex:
+        pyr = texture_mip(gg_tex.detach(), levels) if levels else None
+    else:
+        pyr = uv.new_zeros(ctx.pyr_size) if gg_pyr is None else gg_pyr
+    out = texture_op(gg_tex, pyr, uv, uv_da, bias, filter, boundary, levels, through_tex)
+    return None, None, None, None, None, out, None, None, None, None, None
+
+
+texture_op = ops.Op(
+    "texture",
+    "(Tensor tex, Tensor? pyr, Tensor uv, Tensor? uv_da, Tensor? bias, int filter, int boundary, int levels, "
+    "bool through_tex) -> Tensor",
+    _texture,
+    _texture_fake,
+    _texture_setup,
+    _texture_backward,
+)
+texture_backward = ops.Op(
+    "texture_backward",
+    "(Tensor tex, Tensor? pyr, Tensor uv, Tensor? uv_da, Tensor? bias, Tensor grad_out, int filter, int boundary, "
+    "int levels, bool through_tex, bool[] needs) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
+    _texture_backward_impl,
+    _texture_backward_fake,
+    _double_setup,
+    _double_backward,
+)
 
 
 def _choice(fn: str, name: str, value: object, options: Sequence[str]) -> str:
@@ -326,7 +427,7 @@ def _max_level(fn: str, max_mip_level: object) -> int | None:
 def _check_tex(fn: str, tex: object, cube: bool) -> torch.Tensor:
     """tex as [N, h, w, C] or, for cube maps, [N, 6, s, s, C] with every side >= 1."""
     expected = "[N, 6, s, s, C] (cube map)" if cube else "[N, h, w, C]"
-    tex = _checks.tensor(fn, "tex", tex, expected, ndims=(4, 5))
+    tex = _checks.tensor(fn, "tex", tex, expected, ndims=(4, 5), low_precision=True)
     if tex.ndim == 5 and not cube:
         raise ValueError(
             f"{fn}: tex {_checks.describe(tex)} looks like a cube map [N, 6, s, s, C]; "
@@ -354,14 +455,14 @@ def texture_construct_mip(
     max_mip_level = _max_level(_FN_MIP, max_mip_level)
     tex = _check_tex(_FN_MIP, tex, bool(cube_mode))
     shapes = _level_shapes(_FN_MIP, tex.shape, max_mip_level, strict=True)
-    return TextureMip(tuple(tex.shape), bool(cube_mode), _build_pyramid(tex.detach(), shapes), shapes)
+    return TextureMip(tuple(tex.shape), bool(cube_mode), texture_mip(tex.detach(), len(shapes)), shapes)
 
 
 def _pyramid(tex, mip, cube: bool, max_mip_level: int | None) -> tuple[torch.Tensor | None, list[tuple], bool]:
     """(packed levels, shapes of the levels used, whether the levels depend on tex) for a mipmapped lookup."""
     if mip is None:
         shapes = _level_shapes(_FN, tex.shape, max_mip_level, strict=True)
-        return _build_pyramid(tex.detach(), shapes), shapes, True
+        return texture_mip(tex.detach(), len(shapes)), shapes, True
     if isinstance(mip, TextureMip):
         if mip.tex_shape != tuple(tex.shape) or mip.cube != cube:
             raise ValueError(
@@ -386,7 +487,8 @@ def _pyramid(tex, mip, cube: bool, max_mip_level: int | None) -> tuple[torch.Ten
     levels = []
     for k, level in enumerate(mip):
         want = expected[k]
-        level = _checks.tensor(_FN, f"mip[{k}]", level, f"{list(want)} (mip level {k + 1})", ndims=(len(want),))
+        level = _checks.tensor(_FN, f"mip[{k}]", level, f"{list(want)} (mip level {k + 1})", ndims=(len(want),),
+                               low_precision=True)
         if tuple(level.shape) != want:
             raise ValueError(
                 f"{_FN}: mip[{k}] (mip level {k + 1}) must have shape {list(want)}, got {_checks.describe(level)}"
@@ -426,29 +528,37 @@ def texture(
     gradients through it) or a list of level tensors 1.. ([N, (6,) h_k, w_k, C])
     that receive their own gradients. Without it mipmapped modes build the
     pyramid on every call. Gradients flow to tex, uv (not for 'nearest'),
-    uv_da and mip_level_bias.
+    uv_da and mip_level_bias; second derivatives exist through tex (and custom
+    levels), where texture is linear, and not through uv, uv_da or
+    mip_level_bias (create_graph=True there raises). Float inputs may be float16
+    or bfloat16: computed in float32, the result comes back in tex's dtype.
     """
     filter_mode = _choice(_FN, "filter_mode", filter_mode, ("auto", *_FILTERS))
     boundary_mode = _choice(_FN, "boundary_mode", boundary_mode, tuple(_BOUNDARIES))
     cube = boundary_mode == "cube"
     max_mip_level = _max_level(_FN, max_mip_level)
+    dtype = tex.dtype if isinstance(tex, torch.Tensor) else None
     tex = _check_tex(_FN, tex, cube)
     dims = 3 if cube else 2
     uv = _checks.tensor(
-        _FN, "uv", uv, f"[N, H, W, {dims}]" + (" (cube: directions)" if cube else ""), ndims=(4,), last=dims
+        _FN, "uv", uv, f"[N, H, W, {dims}]" + (" (cube: directions)" if cube else ""), ndims=(4,), last=dims,
+        low_precision=True,
     )
     n, h, w = uv.shape[:3]
     if tex.shape[0] not in (1, n):
         raise ValueError(f"{_FN}: tex has {tex.shape[0]} textures for a batch of {n} images (expected 1 or {n})")
     if uv_da is not None:
         da_dims = 2 * dims
-        uv_da = _checks.tensor(_FN, "uv_da", uv_da, f"[N, H, W, {da_dims}]", ndims=(4,), last=da_dims)
+        uv_da = _checks.tensor(_FN, "uv_da", uv_da, f"[N, H, W, {da_dims}]", ndims=(4,), last=da_dims,
+                               low_precision=True)
         if uv_da.shape[:3] != uv.shape[:3]:
             raise ValueError(
                 f"{_FN}: uv_da must have shape {[n, h, w, da_dims]} to match uv, got {_checks.describe(uv_da)}"
             )
     if mip_level_bias is not None:
-        mip_level_bias = _checks.tensor(_FN, "mip_level_bias", mip_level_bias, "[N, H, W]", ndims=(3,))
+        mip_level_bias = _checks.tensor(
+            _FN, "mip_level_bias", mip_level_bias, "[N, H, W]", ndims=(3,), low_precision=True
+        )
         if mip_level_bias.shape != uv.shape[:3]:
             raise ValueError(
                 f"{_FN}: mip_level_bias must have shape {[n, h, w]} to match uv, got {_checks.describe(mip_level_bias)}"
@@ -465,5 +575,6 @@ def texture(
                 f"{_FN}: filter_mode={filter_mode!r} needs uv_da or mip_level_bias to choose the mip level"
             )
         pyr, shapes, through_tex = _pyramid(tex, mip, cube, max_mip_level)
-    cfg = _Config(_FILTERS[filter_mode], _BOUNDARIES[boundary_mode], tuple(shapes), through_tex)
-    return _Texture.apply(tex, pyr, uv, uv_da, mip_level_bias, cfg)
+    filter, boundary = _FILTERS[filter_mode], _BOUNDARIES[boundary_mode]
+    out = texture_op(tex, pyr, uv, uv_da, mip_level_bias, filter, boundary, len(shapes), through_tex)
+    return out if dtype == torch.float32 else out.to(dtype)

@@ -18,6 +18,7 @@ LAYERS = [
     ("base", ["_version", "_log", "_resources", "_progress", "_checks", "ids", "params", "cuda_driver"]),
     ("kernel runtime, EGL, interop", ["kernels", "egl", "interop"]),
     ("GL layer", ["pipeline", "context"]),
+    ("ops", ["ops"]),
     ("primitives", ["raster", "interpolation", "texturing", "antialiasing"]),
     ("helpers", ["camera", "mesh"]),
     ("tools", ["shading", "viewer", "mesh_viewer", "diagnostics", "render", "cli", "__main__", "__init__"]),

@@ -496,7 +496,7 @@ BAD_CALLS = {
         r"3 textures for a batch of 2",
     ),
     "uv trailing": (lambda a: dr.texture(a["t"], a["d"]), ValueError, r"uv must have shape \[N, H, W, 2\]"),
-    "uv dtype": (lambda a: dr.texture(a["t"], a["uv"].half()), TypeError, r"uv must have dtype"),
+    "uv dtype": (lambda a: dr.texture(a["t"], a["uv"].double()), TypeError, r"uv must have dtype"),
     "uv rank": (lambda a: dr.texture(a["t"], a["uv"][0]), ValueError, r"uv must have shape"),
     "uv_da trailing": (
         lambda a: dr.texture(a["t"], a["uv"], a["uv"]),
