@@ -235,7 +235,8 @@ GLRAST_HD int thread_slot() { return glrast_host::slot; }
 // |value| in `peak` as its float bits (ordered like the magnitudes they encode; an atomic max is
 // order-independent), or GLRAST_PEAK_NAN once a NaN arrives. In GLRAST_ACC_FIXED (pass 2) it
 // adds value * 2^(GLRAST_FIXED_BITS - e), rounded to an integer, into the entry's 128-bit sum
-// `data[2 index]` (low word), `data[2 index + 1]` (high word), where peak < 2^e: every term is
+// `data[2 index]` (low word), `data[2 index + 1]` (high word) with atomics, or into the calling
+// host thread's own slot k at data + 2 (k size + index) for count > 1, where peak < 2^e: every term is
 // below 2^GLRAST_FIXED_BITS in magnitude and integer addition is exact, so the sum is the same
 // bits in any order. Python converts it back (kernels.collect). An entry's resolution is
 // 2^-GLRAST_FIXED_BITS of its largest term per term added; infinite terms count as the largest
@@ -247,11 +248,11 @@ GLRAST_HD int thread_slot() { return glrast_host::slot; }
 #define GLRAST_PEAK_NAN 0xFFFFFFFFu
 
 struct Accumulator {
-    void* data;    // FLOAT: float slot 0; PEAK, FIXED: [size][2] int64 (low, high) sums
+    void* data;    // FLOAT: float slot 0; PEAK, FIXED: [count][size][2] int64 (low, high) sums
     float* spare;  // FLOAT with count > 1: slots 1 .. count - 1
     u32* peak;     // PEAK, FIXED: [size] largest |term| per entry, as float bits
     i64 size;      // entries per slot
-    int count;     // number of float slots
+    int count;     // number of slots
     int mode;      // GLRAST_ACC_*
 };
 
@@ -261,15 +262,23 @@ GLRAST_HD u32 magnitude_bits(float value) {
     return b > 0x7F800000u ? GLRAST_PEAK_NAN : (b == 0x7F800000u ? 0x7F7FFFFFu : b);
 }
 
-// Adds q to the 128-bit two's complement number at cell (low word first); the carry out of the
-// low word (its signed overflow) goes into the high word, so every order gives the same bits.
-// Each term stays below 2^GLRAST_FIXED_BITS: the high word changes only after ~2^23 terms of
-// one sign, and its atomic is skipped otherwise.
-GLRAST_HD void add_wide(i64* cell, i64 q) {
-    const i64 old = (i64)atomic_add_u64((u64*)cell, (u64)q);
+// Adds q to the 128-bit two's complement number at cell (low word first; with atomics where the
+// cell is shared): the carry out of the low word (its signed overflow) goes into the high word,
+// so every order gives the same bits. Each term stays below 2^GLRAST_FIXED_BITS: the high word
+// changes only after ~2^23 terms of one sign.
+GLRAST_HD void add_wide(i64* cell, i64 q, bool shared) {
+    i64 old;
+    if (shared) {
+        old = (i64)atomic_add_u64((u64*)cell, (u64)q);
+    } else {
+        old = cell[0];
+        cell[0] = (i64)((u64)old + (u64)q);
+    }
     const i64 now = (i64)((u64)old + (u64)q);
-    if (q > 0 && now < old) atomic_add_u64((u64*)cell + 1, 1ull);
-    else if (q < 0 && now > old) atomic_add_u64((u64*)cell + 1, ~0ull);
+    const i64 carry = q > 0 && now < old ? 1 : (q < 0 && now > old ? -1 : 0);
+    if (carry == 0) return;
+    if (shared) atomic_add_u64((u64*)cell + 1, (u64)carry);
+    else cell[1] += carry;
 }
 
 GLRAST_HD void accumulate_deterministic(const Accumulator& acc, i64 index, float value) {
@@ -286,7 +295,10 @@ GLRAST_HD void accumulate_deterministic(const Accumulator& acc, i64 index, float
     // value * 2^(FIXED_BITS - e), exact in double; the power of two built from its bits.
     const double scale = bits_double((i64)(1023 + GLRAST_FIXED_BITS - e) << 52);
     const float v = bits == 0x7F7FFFFFu ? (value > 0.f ? GLRAST_FLT_MAX : -GLRAST_FLT_MAX) : value;
-    add_wide((i64*)acc.data + 2 * index, llrint((double)v * scale));
+    const double scaled = (double)v * scale;  // below 2^FIXED_BITS: + 0.5 is exact, and so is the rounding
+    const i64 q = (i64)(scaled + (scaled < 0.0 ? -0.5 : 0.5));
+    if (acc.count == 1) add_wide((i64*)acc.data + 2 * index, q, true);
+    else add_wide((i64*)acc.data + 2 * (thread_slot() * acc.size + index), q, false);
 }
 
 GLRAST_HD void accumulate(const Accumulator& acc, i64 index, float value) {

@@ -575,8 +575,9 @@ class FloatSlots:
 
 
 class FixedSums:
-    """Deterministic mode's accumulator storage: int64 [*shape, 2] 128-bit sums (low, high word)
-    and int32 [*shape] the float bits of each entry's largest |term| (csrc/common.h)."""
+    """Deterministic mode's accumulator storage: int64 [count, *shape, 2] 128-bit sums (low, high
+    word; one slot per host thread, or one shared) and int32 [*shape] the float bits of each
+    entry's largest |term| (csrc/common.h)."""
 
     __slots__ = ("sums", "peak")
 
@@ -585,8 +586,12 @@ class FixedSums:
 
     def value(self) -> torch.Tensor:
         """The sums as float32: sum · 2^(e - FIXED_BITS) for the entry's peak < 2^e, NaN where a
-        term was NaN. The same integers give the same bits on every device."""
-        total = self.sums[..., 1].double() * 2.0**64 + self.sums[..., 0].double()
+        term was NaN. The slots are combined exactly, as integers: each 128-bit slot is
+        high·2^64 + low (low signed), and the low words are added in 32-bit halves, which cannot
+        overflow int64; the same integers give the same float on every device."""
+        low, high = self.sums[..., 0], self.sums[..., 1]
+        parts = (high.sum(0), (low >> 32).sum(0), (low & 0xFFFFFFFF).sum(0))
+        total = parts[0].double() * 2.0**64 + parts[1].double() * 2.0**32 + parts[2].double()
         exponent = ((self.peak >> 23) & 0xFF).clamp_(min=1).long() - (126 + FIXED_BITS)
         scale = ((exponent + 1023) << 52).view(torch.float64)  # 2^exponent exactly, from its bits
         return (total * scale).float().masked_fill_(self.peak == -1, math.nan)  # -1: PEAK_NAN as int32
@@ -597,13 +602,14 @@ def accumulator(
 ) -> tuple[FloatSlots | FixedSums, Accumulator]:
     """Zeroed storage on `device` for a float32 gradient of `shape`, and its Accumulator for a
     scatter kernel's params; `collect(storage)` gives the gradient after the launch. In
-    deterministic mode (see `deterministic`) a fixed-point accumulator, else float slots (one per
-    host thread while they fit in the cap, see `accumulator_cap_bytes`)."""
+    deterministic mode (see `deterministic`) a fixed-point accumulator, else float slots; one slot
+    per host thread while they fit in the cap (see `accumulator_cap_bytes`), else one, shared."""
     size = math.prod(shape)
     if deterministic():
-        sums = torch.zeros(*shape, 2, dtype=torch.int64, device=device)
+        count = mod.accumulation_slots(4 * size)  # 16 bytes an entry a slot
+        sums = torch.zeros(count, *shape, 2, dtype=torch.int64, device=device)
         peak = torch.zeros(*shape, dtype=torch.int32, device=device)
-        acc = Accumulator(data=sums.data_ptr(), peak=peak.data_ptr(), size=size, count=1, mode=ACC_PEAK)
+        acc = Accumulator(data=sums.data_ptr(), peak=peak.data_ptr(), size=size, count=count, mode=ACC_PEAK)
         return FixedSums(sums, peak), acc
     count = mod.accumulation_slots(size)
     grad = torch.zeros(*shape, dtype=torch.float32, device=device)
