@@ -402,6 +402,36 @@ GLRAST_HD int rescale_exponent(float m) {
 GLRAST_LAYOUT(Accumulator, data, spare, peak, size, count, mode)
 GLRAST_CONSTANTS(accumulation, GLRAST_ACC_FLOAT, GLRAST_ACC_PEAK, GLRAST_ACC_FIXED, GLRAST_FIXED_BITS, GLRAST_PEAK_NAN)
 
+// A deterministic accumulator's sums as float32 (kernels.collect, one thread an entry): the slots'
+// 128-bit sums added exactly (as add_wide does), times 2^(e - GLRAST_FIXED_BITS) for the entry's
+// peak < 2^e, saturated at the largest float; NaN where a term was NaN.
+struct FixedParams {
+    const i64* sums;  // [count][size][2]
+    const u32* peak;  // [size]
+    float* out;       // [size]
+    i64 size;
+    int count;
+};
+GLRAST_LAYOUT(FixedParams, sums, peak, out, size, count)
+
+GLRAST_KERNEL(fixed_to_float, FixedParams) {
+    i64 low = 0, high = 0;
+    for (int k = 0; k < p.count; ++k) {
+        const i64* cell = p.sums + 2 * (k * p.size + i);
+        const i64 q = cell[0], old = low;
+        low = (i64)((u64)low + (u64)q);
+        high += cell[1] + (q > 0 && low < old ? 1 : (q < 0 && low > old ? -1 : 0));
+    }
+    const u32 top = p.peak[i];
+    if (top == GLRAST_PEAK_NAN) {
+        p.out[i] = bits_float(0x7FC00000);
+        return;
+    }
+    const int e = (int)(top >> 23 > 1 ? top >> 23 : 1) - 126;
+    const double total = (double)high * 18446744073709551616.0 + (double)low;  // high * 2^64 + low
+    p.out[i] = saturate_f32(total * bits_double((i64)(1023 + e - GLRAST_FIXED_BITS) << 52));
+}
+
 // A kernel that scatters through an Accumulator (calls accumulate, directly or not) is declared
 // with GLRAST_SCATTER_KERNEL instead of GLRAST_KERNEL: it exports glrast_scatters_NAME, by which
 // the runtime knows to launch it twice in deterministic mode (the PEAK and FIXED passes).

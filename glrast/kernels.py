@@ -68,7 +68,7 @@ from ._log import logger
 from ._resources import resource_dir
 from ._version import __version__
 from .cuda_driver import check_cuda, cuda_context
-from .params import Accumulator, Params, check_constants, check_layout, expect_constants, ptr
+from .params import Accumulator, FixedParams, Params, check_constants, check_layout, expect_constants, ptr
 
 # Both compilers read the kernels as the same C++ dialect.
 CXX_STANDARD = "-std=c++20"
@@ -577,24 +577,22 @@ class FloatSlots:
 class FixedSums:
     """Deterministic mode's accumulator storage: int64 [count, *shape, 2] 128-bit sums (low, high
     word; one slot per host thread, or one shared) and int32 [*shape] the float bits of each
-    entry's largest |term| (csrc/common.h)."""
+    entry's largest |term| (csrc/common.h), for the kernels of `mod`."""
 
-    __slots__ = ("sums", "peak")
+    __slots__ = ("mod", "sums", "peak")
 
-    def __init__(self, sums: torch.Tensor, peak: torch.Tensor):
-        self.sums, self.peak = sums, peak
+    def __init__(self, mod: HostModule | CudaModule, sums: torch.Tensor, peak: torch.Tensor):
+        self.mod, self.sums, self.peak = mod, sums, peak
 
     def value(self) -> torch.Tensor:
-        """The sums as float32: sum · 2^(e - FIXED_BITS) for the entry's peak < 2^e, NaN where a
-        term was NaN. The slots are combined exactly, as integers: each 128-bit slot is
-        high·2^64 + low (low signed), and the low words are added in 32-bit halves, which cannot
-        overflow int64; the same integers give the same float on every device."""
-        low, high = self.sums[..., 0], self.sums[..., 1]
-        parts = (high.sum(0), (low >> 32).sum(0), (low & 0xFFFFFFFF).sum(0))
-        total = parts[0].double() * 2.0**64 + parts[1].double() * 2.0**32 + parts[2].double()
-        exponent = ((self.peak >> 23) & 0xFF).clamp_(min=1).long() - (126 + FIXED_BITS)
-        scale = ((exponent + 1023) << 52).view(torch.float64)  # 2^exponent exactly, from its bits
-        return (total * scale).float().masked_fill_(self.peak == -1, math.nan)  # -1: PEAK_NAN as int32
+        """The sums as float32 [*shape]: combined exactly (integers), times 2^(e - FIXED_BITS) for
+        the entry's peak < 2^e, saturated; NaN where a term was NaN (fixed_to_float in common.h)."""
+        out = torch.empty(self.peak.shape, dtype=torch.float32, device=self.peak.device)
+        size = self.peak.numel()
+        params = FixedParams(sums=self.sums.data_ptr(), peak=self.peak.data_ptr(), out=out.data_ptr(), size=size,
+                             count=self.sums.shape[0])  # fmt: skip
+        self.mod.launch("fixed_to_float", params, size)
+        return out
 
 
 def accumulator(
@@ -610,7 +608,7 @@ def accumulator(
         sums = torch.zeros(count, *shape, 2, dtype=torch.int64, device=device)
         peak = torch.zeros(*shape, dtype=torch.int32, device=device)
         acc = Accumulator(data=sums.data_ptr(), peak=peak.data_ptr(), size=size, count=count, mode=ACC_PEAK)
-        return FixedSums(sums, peak), acc
+        return FixedSums(mod, sums, peak), acc
     count = mod.accumulation_slots(size)
     grad = torch.zeros(*shape, dtype=torch.float32, device=device)
     spare = torch.zeros(count - 1, *shape, dtype=torch.float32, device=device) if count > 1 else None
@@ -620,7 +618,7 @@ def accumulator(
 def collect(storage: FloatSlots | FixedSums) -> torch.Tensor:
     """The gradient held in an accumulator's storage after its launch, saturated (see `saturate`)."""
     if isinstance(storage, FixedSums):
-        return saturate(storage.value())
+        return storage.value()
     if storage.spare is not None:
         for copy in storage.spare:  # in place: no third copy of the gradient
             storage.grad.add_(copy)

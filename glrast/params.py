@@ -65,6 +65,18 @@ class Accumulator(Params):
     ]
 
 
+class FixedParams(Params):
+    """Mirror of `FixedParams` in csrc/common.h: a deterministic accumulator's sums to float32."""
+
+    _fields_ = [
+        ("sums", ctypes.c_void_p),
+        ("peak", ctypes.c_void_p),
+        ("out", ctypes.c_void_p),
+        ("size", ctypes.c_longlong),
+        ("count", ctypes.c_int),
+    ]
+
+
 def _names(read_global: ReadGlobal, symbol: str) -> list[str] | None:
     raw = read_global(symbol, None)
     if raw is None:

@@ -261,7 +261,7 @@ def fixed_accumulator(peak_value: float, count: int, size: int):
     peak = torch.full((size,), peak_value).view(torch.int32).clone()
     acc = kernels.Accumulator(data=sums.data_ptr(), peak=peak.data_ptr(), size=size, count=count,
                               mode=kernels.ACC_FIXED)  # fmt: skip
-    return kernels.FixedSums(sums, peak), acc
+    return kernels.FixedSums(kernels.module("interpolate", torch.device("cpu")), sums, peak), acc
 
 
 @pytest.mark.parametrize("count", [1, 2])
