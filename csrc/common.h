@@ -235,8 +235,9 @@ GLRAST_HD int thread_slot() { return glrast_host::slot; }
 // |value| in `peak` as its float bits (ordered like the magnitudes they encode; an atomic max is
 // order-independent), or GLRAST_PEAK_NAN once a NaN arrives. In GLRAST_ACC_FIXED (pass 2) it
 // adds value * 2^(GLRAST_FIXED_BITS - e), rounded to an integer, into the entry's 128-bit sum
-// `data[2 index]` (low word), `data[2 index + 1]` (high word) with atomics, or into the calling
-// host thread's own slot k at data + 2 (k size + index) for count > 1, where peak < 2^e: every term is
+// `data[2 index]` (low word), `data[2 index + 1]` (high word) with integer atomics (one slot: per-
+// thread copies measured no faster on the host, and would take 16 bytes an entry each), where
+// peak < 2^e: every term is
 // below 2^GLRAST_FIXED_BITS in magnitude and integer addition is exact, so the sum is the same
 // bits in any order. Python converts it back (kernels.collect). An entry's resolution is
 // 2^-GLRAST_FIXED_BITS of its largest term per term added; infinite terms count as the largest
@@ -248,7 +249,7 @@ GLRAST_HD int thread_slot() { return glrast_host::slot; }
 #define GLRAST_PEAK_NAN 0xFFFFFFFFu
 
 struct Accumulator {
-    void* data;    // FLOAT: float slot 0; PEAK, FIXED: [count][size][2] int64 (low, high) sums
+    void* data;    // FLOAT: float slot 0; PEAK, FIXED: [size][2] int64 (low, high) sums
     float* spare;  // FLOAT with count > 1: slots 1 .. count - 1
     u32* peak;     // PEAK, FIXED: [size] largest |term| per entry, as float bits
     i64 size;      // entries per slot
@@ -262,23 +263,15 @@ GLRAST_HD u32 magnitude_bits(float value) {
     return b > 0x7F800000u ? GLRAST_PEAK_NAN : (b == 0x7F800000u ? 0x7F7FFFFFu : b);
 }
 
-// Adds q to the 128-bit two's complement number at cell (low word first; with atomics where the
-// cell is shared): the carry out of the low word (its signed overflow) goes into the high word,
-// so every order gives the same bits. Each term stays below 2^GLRAST_FIXED_BITS: the high word
-// changes only after ~2^23 terms of one sign.
-GLRAST_HD void add_wide(i64* cell, i64 q, bool shared) {
-    i64 old;
-    if (shared) {
-        old = (i64)atomic_add_u64((u64*)cell, (u64)q);
-    } else {
-        old = cell[0];
-        cell[0] = (i64)((u64)old + (u64)q);
-    }
+// Adds q to the 128-bit two's complement number at cell (low word first) with atomics: the carry
+// out of the low word (its signed overflow) goes into the high word, so every order gives the
+// same bits. Each term stays below 2^GLRAST_FIXED_BITS: the high word changes only after ~2^23
+// terms of one sign.
+GLRAST_HD void add_wide(i64* cell, i64 q) {
+    const i64 old = (i64)atomic_add_u64((u64*)cell, (u64)q);
     const i64 now = (i64)((u64)old + (u64)q);
-    const i64 carry = q > 0 && now < old ? 1 : (q < 0 && now > old ? -1 : 0);
-    if (carry == 0) return;
-    if (shared) atomic_add_u64((u64*)cell + 1, (u64)carry);
-    else cell[1] += carry;
+    if (q > 0 && now < old) atomic_add_u64((u64*)cell + 1, 1ull);
+    else if (q < 0 && now > old) atomic_add_u64((u64*)cell + 1, ~0ull);
 }
 
 GLRAST_HD void accumulate_deterministic(const Accumulator& acc, i64 index, float value) {
@@ -296,9 +289,7 @@ GLRAST_HD void accumulate_deterministic(const Accumulator& acc, i64 index, float
     const double scale = bits_double((i64)(1023 + GLRAST_FIXED_BITS - e) << 52);
     const float v = bits == 0x7F7FFFFFu ? (value > 0.f ? GLRAST_FLT_MAX : -GLRAST_FLT_MAX) : value;
     const double scaled = (double)v * scale;  // below 2^FIXED_BITS: + 0.5 is exact, and so is the rounding
-    const i64 q = (i64)(scaled + (scaled < 0.0 ? -0.5 : 0.5));
-    if (acc.count == 1) add_wide((i64*)acc.data + 2 * index, q, true);
-    else add_wide((i64*)acc.data + 2 * (thread_slot() * acc.size + index), q, false);
+    add_wide((i64*)acc.data + 2 * index, (i64)(scaled + (scaled < 0.0 ? -0.5 : 0.5)));
 }
 
 GLRAST_HD void accumulate(const Accumulator& acc, i64 index, float value) {
@@ -402,33 +393,24 @@ GLRAST_HD int rescale_exponent(float m) {
 GLRAST_LAYOUT(Accumulator, data, spare, peak, size, count, mode)
 GLRAST_CONSTANTS(accumulation, GLRAST_ACC_FLOAT, GLRAST_ACC_PEAK, GLRAST_ACC_FIXED, GLRAST_FIXED_BITS, GLRAST_PEAK_NAN)
 
-// A deterministic accumulator's sums as float32 (kernels.collect, one thread an entry): the slots'
-// 128-bit sums added exactly (as add_wide does), times 2^(e - GLRAST_FIXED_BITS) for the entry's
-// peak < 2^e, saturated at the largest float; NaN where a term was NaN.
+// A deterministic accumulator's sums as float32 (kernels.collect, one thread an entry):
+// sum * 2^(e - GLRAST_FIXED_BITS) for the entry's peak < 2^e, saturated at the largest float; NaN
+// where a term was NaN.
 struct FixedParams {
-    const i64* sums;  // [count][size][2]
+    const i64* sums;  // [size][2]
     const u32* peak;  // [size]
     float* out;       // [size]
-    i64 size;
-    int count;
 };
-GLRAST_LAYOUT(FixedParams, sums, peak, out, size, count)
+GLRAST_LAYOUT(FixedParams, sums, peak, out)
 
 GLRAST_KERNEL(fixed_to_float, FixedParams) {
-    i64 low = 0, high = 0;
-    for (int k = 0; k < p.count; ++k) {
-        const i64* cell = p.sums + 2 * (k * p.size + i);
-        const i64 q = cell[0], old = low;
-        low = (i64)((u64)low + (u64)q);
-        high += cell[1] + (q > 0 && low < old ? 1 : (q < 0 && low > old ? -1 : 0));
-    }
     const u32 top = p.peak[i];
     if (top == GLRAST_PEAK_NAN) {
         p.out[i] = bits_float(0x7FC00000);
         return;
     }
     const int e = (int)(top >> 23 > 1 ? top >> 23 : 1) - 126;
-    const double total = (double)high * 18446744073709551616.0 + (double)low;  // high * 2^64 + low
+    const double total = (double)p.sums[2 * i + 1] * 18446744073709551616.0 + (double)p.sums[2 * i];  // high 2^64 + low
     p.out[i] = saturate_f32(total * bits_double((i64)(1023 + e - GLRAST_FIXED_BITS) << 52));
 }
 

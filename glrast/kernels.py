@@ -575,9 +575,9 @@ class FloatSlots:
 
 
 class FixedSums:
-    """Deterministic mode's accumulator storage: int64 [count, *shape, 2] 128-bit sums (low, high
-    word; one slot per host thread, or one shared) and int32 [*shape] the float bits of each
-    entry's largest |term| (csrc/common.h), for the kernels of `mod`."""
+    """Deterministic mode's accumulator storage: int64 [*shape, 2] 128-bit sums (low, high word)
+    and int32 [*shape] the float bits of each entry's largest |term| (csrc/common.h), for the
+    kernels of `mod`."""
 
     __slots__ = ("mod", "sums", "peak")
 
@@ -585,13 +585,11 @@ class FixedSums:
         self.mod, self.sums, self.peak = mod, sums, peak
 
     def value(self) -> torch.Tensor:
-        """The sums as float32 [*shape]: combined exactly (integers), times 2^(e - FIXED_BITS) for
-        the entry's peak < 2^e, saturated; NaN where a term was NaN (fixed_to_float in common.h)."""
+        """The sums as float32 [*shape]: sum · 2^(e - FIXED_BITS) for the entry's peak < 2^e,
+        saturated; NaN where a term was NaN (fixed_to_float in csrc/common.h)."""
         out = torch.empty(self.peak.shape, dtype=torch.float32, device=self.peak.device)
-        size = self.peak.numel()
-        params = FixedParams(sums=self.sums.data_ptr(), peak=self.peak.data_ptr(), out=out.data_ptr(), size=size,
-                             count=self.sums.shape[0])  # fmt: skip
-        self.mod.launch("fixed_to_float", params, size)
+        params = FixedParams(sums=self.sums.data_ptr(), peak=self.peak.data_ptr(), out=out.data_ptr())
+        self.mod.launch("fixed_to_float", params, out.numel())
         return out
 
 
@@ -600,14 +598,13 @@ def accumulator(
 ) -> tuple[FloatSlots | FixedSums, Accumulator]:
     """Zeroed storage on `device` for a float32 gradient of `shape`, and its Accumulator for a
     scatter kernel's params; `collect(storage)` gives the gradient after the launch. In
-    deterministic mode (see `deterministic`) a fixed-point accumulator, else float slots; one slot
-    per host thread while they fit in the cap (see `accumulator_cap_bytes`), else one, shared."""
+    deterministic mode (see `deterministic`) a fixed-point accumulator (one, shared), else float
+    slots: one per host thread while they fit in the cap (see `accumulator_cap_bytes`), else one."""
     size = math.prod(shape)
     if deterministic():
-        count = mod.accumulation_slots(4 * size)  # 16 bytes an entry a slot
-        sums = torch.zeros(count, *shape, 2, dtype=torch.int64, device=device)
+        sums = torch.zeros(*shape, 2, dtype=torch.int64, device=device)
         peak = torch.zeros(*shape, dtype=torch.int32, device=device)
-        acc = Accumulator(data=sums.data_ptr(), peak=peak.data_ptr(), size=size, count=count, mode=ACC_PEAK)
+        acc = Accumulator(data=sums.data_ptr(), peak=peak.data_ptr(), size=size, count=1, mode=ACC_PEAK)
         return FixedSums(mod, sums, peak), acc
     count = mod.accumulation_slots(size)
     grad = torch.zeros(*shape, dtype=torch.float32, device=device)

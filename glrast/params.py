@@ -72,8 +72,6 @@ class FixedParams(Params):
         ("sums", ctypes.c_void_p),
         ("peak", ctypes.c_void_p),
         ("out", ctypes.c_void_p),
-        ("size", ctypes.c_longlong),
-        ("count", ctypes.c_int),
     ]
 
 

@@ -256,35 +256,29 @@ def test_flag_off_runs_each_scatter_kernel_once(cpu_glctx, monkeypatch):
                     assert c.count == runs, (op, deterministic, k)
 
 
-def fixed_accumulator(peak_value: float, count: int, size: int):
-    sums = torch.zeros(count, size, 2, dtype=torch.int64)
-    peak = torch.full((size,), peak_value).view(torch.int32).clone()
-    acc = kernels.Accumulator(data=sums.data_ptr(), peak=peak.data_ptr(), size=size, count=count,
-                              mode=kernels.ACC_FIXED)  # fmt: skip
-    return kernels.FixedSums(kernels.module("interpolate", torch.device("cpu")), sums, peak), acc
-
-
-@pytest.mark.parametrize("count", [1, 2])
-def test_128_bit_sums_carry_exactly(cpu_glctx, count):
-    """With a recorded peak far below the terms, each term is ~2^60 and the low words overflow
-    after a few: the carries into the high words must keep the sums exact (to 2^-60 here)."""
+@pytest.mark.parametrize("threads", [1, 2])
+def test_128_bit_sums_carry_exactly(cpu_glctx, threads):
+    """With a recorded peak far below the terms, each term is ~2^59 and the low words overflow
+    after a few: the carries into the high words must keep the sums exact (to 2^-59 here)."""
     pos, tri = random_scene(num_tris=1, num_images=1, seed=2)
     pos[0] = torch.tensor([[-3.0, -3.0, 0.0, 1.0], [3.0, -3.0, 0.0, 1.0], [0.0, 3.0, 0.0, 1.0]])  # every pixel
     rast, _ = dr.rasterize(cpu_glctx, pos, tri, (64, 64))
     attr = torch.zeros(1, 3, 1)
     grad_out = torch.ones(1, 64, 64, 1)
     grad_rast = torch.empty_like(rast)
-    storage, acc = fixed_accumulator(2.0**-20, count, 3)
+    mod = kernels.module("interpolate", torch.device("cpu"))
+    sums = torch.zeros(3, 2, dtype=torch.int64)
+    peak = torch.full((3,), 2.0**-20).view(torch.int32).clone()
+    acc = kernels.Accumulator(data=sums.data_ptr(), peak=peak.data_ptr(), size=3, count=1, mode=kernels.ACC_FIXED)
     params = interpolate_params(attr, rast, None, tri, None, grad_out=grad_out.data_ptr(), grad_attr=acc,
                                 grad_rast=grad_rast.data_ptr())  # fmt: skip
-    mod = kernels.module("interpolate", torch.device("cpu"))
     run = mod._functions.get("interpolate_bwd") or mod._function("interpolate_bwd")
-    run(ctypes.addressof(params), 64 * 64, 2)  # the FIXED pass alone (launch would begin with PEAK)
-    assert (storage.sums[..., 1] != 0).any()  # the high words took carries
-    assert (rast[..., 3] > 0).all()
+    run(ctypes.addressof(params), 64 * 64, threads)  # the FIXED pass alone (launch would begin with PEAK)
+    assert (rast[..., 3] > 0).all() and (sums[:, 1] != 0).all()  # the high words took carries
     u, v = rast[0, ..., 0], rast[0, ..., 1]
     expected = torch.stack([t.double().sum() for t in (u, v, 1 - u - v)])  # s in float, as the kernel has it
-    torch.testing.assert_close(storage.value().double().view(3), expected.float().double(), rtol=0, atol=0)
+    got = kernels.FixedSums(mod, sums, peak).value()
+    torch.testing.assert_close(got, expected.float(), rtol=0, atol=0)
 
 
 def test_an_accumulator_serves_one_deterministic_launch(cpu_glctx):
