@@ -396,7 +396,7 @@ GLRAST_HD double amount_gradient(const AntialiasParams& p, i64 target, i64 sourc
     return result / total;
 }
 
-GLRAST_KERNEL(antialias_grad_pos, AntialiasParams) {
+GLRAST_SCATTER_KERNEL(antialias_grad_pos, AntialiasParams) {
     int a = p.edge[2 * i], b = p.edge[2 * i + 1];
     if (a < 0) return;
     i64 first, second;

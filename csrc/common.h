@@ -23,8 +23,14 @@ typedef unsigned int u32;
 GLRAST_HD float atomic_add_f32(float* addr, float value) { return atomicAdd(addr, value); }
 GLRAST_HD int atomic_cas_i32(int* addr, int expected, int desired) { return atomicCAS(addr, expected, desired); }
 GLRAST_HD u64 atomic_cas_u64(u64* addr, u64 expected, u64 desired) { return atomicCAS(addr, expected, desired); }
+GLRAST_HD u64 atomic_add_u64(u64* addr, u64 value) { return atomicAdd(addr, value); }
+// Reads first: once the running maximum is reached, most calls need no atomic.
+GLRAST_HD void atomic_max_u32(u32* addr, u32 value) {
+    if (value > *(volatile u32*)addr) atomicMax(addr, value);
+}
 GLRAST_HD int float_bits(float x) { return __float_as_int(x); }
 GLRAST_HD float bits_float(int x) { return __int_as_float(x); }
+GLRAST_HD double bits_double(i64 x) { return __longlong_as_double(x); }
 GLRAST_HD bool is_finite_f32(float x) { return isfinite(x); }
 GLRAST_HD int thread_slot() { return 0; }
 
@@ -63,8 +69,18 @@ GLRAST_HD u64 atomic_cas_u64(u64* addr, u64 expected, u64 desired) {
     std::atomic_ref<u64>(*addr).compare_exchange_strong(expected, desired, std::memory_order_relaxed);
     return expected;
 }
+GLRAST_HD u64 atomic_add_u64(u64* addr, u64 value) {
+    return std::atomic_ref<u64>(*addr).fetch_add(value, std::memory_order_relaxed);
+}
+GLRAST_HD void atomic_max_u32(u32* addr, u32 value) {
+    std::atomic_ref<u32> cell(*addr);
+    for (u32 seen = cell.load(std::memory_order_relaxed);
+         value > seen && !cell.compare_exchange_weak(seen, value, std::memory_order_relaxed);) {
+    }
+}
 GLRAST_HD int float_bits(float x) { int r; memcpy(&r, &x, 4); return r; }
 GLRAST_HD float bits_float(int x) { float r; memcpy(&r, &x, 4); return r; }
+GLRAST_HD double bits_double(i64 x) { double r; memcpy(&r, &x, 8); return r; }
 GLRAST_HD bool is_finite_f32(float x) { return isfinite(x); }
 
 // Host launches run on a thread pool of this library's own rather than OpenMP's:
@@ -202,27 +218,90 @@ GLRAST_HD int thread_slot() { return glrast_host::slot; }
     }
 #endif
 
-// A gradient buffer for scatter-adds from many threads. With one slot it is
-// the buffer itself, updated with atomics (always on CUDA). With one slot per
-// host thread of the launch (count = its thread count, slot k at data + k * size), each
-// thread adds into its own copy without atomics and the caller sums the slots:
-// on a CPU an uncontended atomic float add costs a compare-and-swap loop,
-// which dominated the vertex-gradient scatters.
-struct Accumulator {
-    float* data;
-    i64 size;   // floats per slot
-    int count;  // number of slots
-};
-
-GLRAST_HD void accumulate(const Accumulator& acc, i64 index, float value) {
-    if (acc.count == 1)
-        atomic_add_f32(acc.data + index, value);
-    else
-        acc.data[thread_slot() * acc.size + index] += value;
-}
-
 // Largest finite float, for gradients that saturate there (see saturate_f32).
 #define GLRAST_FLT_MAX 3.402823466e+38f
+
+// A gradient buffer for scatter-adds from many threads, in one of three modes.
+//
+// GLRAST_ACC_FLOAT (the default): float sums. With one slot (count = 1, always on CUDA) `data` is
+// the gradient itself, updated with atomics. With one slot per host thread of the launch, slot 0
+// is `data` and slot k > 0 lies at spare + (k - 1) * size; each thread adds into its own copy
+// without atomics and Python adds the spares into `data`: on a CPU an uncontended atomic float
+// add costs a compare-and-swap loop, which dominated the vertex-gradient scatters. Float addition
+// is not associative, so the result depends on which thread (or CUDA atomic) adds what first.
+//
+// Deterministic mode (torch.use_deterministic_algorithms): the scatter kernel runs twice over
+// the same input. In GLRAST_ACC_PEAK (pass 1) accumulate only records, per entry, the largest
+// |value| in `peak` as its float bits (ordered like the magnitudes they encode; an atomic max is
+// order-independent), or GLRAST_PEAK_NAN once a NaN arrives. In GLRAST_ACC_FIXED (pass 2) it
+// adds value * 2^(GLRAST_FIXED_BITS - e), rounded to an integer, into the entry's 128-bit sum
+// `data[2 index]` (low word), `data[2 index + 1]` (high word) with integer atomics (one slot: per-
+// thread copies measured no faster on the host, and would take 16 bytes an entry each), where
+// peak < 2^e: every term is
+// below 2^GLRAST_FIXED_BITS in magnitude and integer addition is exact, so the sum is the same
+// bits in any order. Python converts it back (kernels.collect). An entry's resolution is
+// 2^-GLRAST_FIXED_BITS of its largest term per term added; infinite terms count as the largest
+// float (the value a gradient saturates to anyway).
+#define GLRAST_ACC_FLOAT 0
+#define GLRAST_ACC_PEAK 1
+#define GLRAST_ACC_FIXED 2
+#define GLRAST_FIXED_BITS 40
+#define GLRAST_PEAK_NAN 0xFFFFFFFFu
+
+struct Accumulator {
+    void* data;    // FLOAT: float slot 0; PEAK, FIXED: [size][2] int64 (low, high) sums
+    float* spare;  // FLOAT with count > 1: slots 1 .. count - 1
+    u32* peak;     // PEAK, FIXED: [size] largest |term| per entry, as float bits
+    i64 size;      // entries per slot
+    int count;     // number of slots
+    int mode;      // GLRAST_ACC_*
+};
+
+// |value|'s float bits, ordered as the magnitudes: infinity as the largest float, NaN above all.
+GLRAST_HD u32 magnitude_bits(float value) {
+    u32 b = (u32)float_bits(value) & 0x7FFFFFFFu;
+    return b > 0x7F800000u ? GLRAST_PEAK_NAN : (b == 0x7F800000u ? 0x7F7FFFFFu : b);
+}
+
+// Adds q to the 128-bit two's complement number at cell (low word first) with atomics: the carry
+// out of the low word (its signed overflow) goes into the high word, so every order gives the
+// same bits. Each term stays below 2^GLRAST_FIXED_BITS: the high word changes only after ~2^23
+// terms of one sign.
+GLRAST_HD void add_wide(i64* cell, i64 q) {
+    const i64 old = (i64)atomic_add_u64((u64*)cell, (u64)q);
+    const i64 now = (i64)((u64)old + (u64)q);
+    if (q > 0 && now < old) atomic_add_u64((u64*)cell + 1, 1ull);
+    else if (q < 0 && now > old) atomic_add_u64((u64*)cell + 1, ~0ull);
+}
+
+GLRAST_HD void accumulate_deterministic(const Accumulator& acc, i64 index, float value) {
+    if (value == 0.f) return;
+    u32* peak = acc.peak + index;
+    const u32 bits = magnitude_bits(value);
+    if (acc.mode == GLRAST_ACC_PEAK) {
+        atomic_max_u32(peak, bits);
+        return;
+    }
+    const u32 top = *peak;
+    if (top == GLRAST_PEAK_NAN) return;  // the entry is NaN whatever else it gets
+    const int e = (int)(top >> 23 > 1 ? top >> 23 : 1) - 126;  // top < 2^e
+    // value * 2^(FIXED_BITS - e), exact in double; the power of two built from its bits.
+    const double scale = bits_double((i64)(1023 + GLRAST_FIXED_BITS - e) << 52);
+    const float v = bits == 0x7F7FFFFFu ? (value > 0.f ? GLRAST_FLT_MAX : -GLRAST_FLT_MAX) : value;
+    const double scaled = (double)v * scale;  // below 2^FIXED_BITS: + 0.5 is exact, and so is the rounding
+    add_wide((i64*)acc.data + 2 * index, (i64)(scaled + (scaled < 0.0 ? -0.5 : 0.5)));
+}
+
+GLRAST_HD void accumulate(const Accumulator& acc, i64 index, float value) {
+    if (acc.mode != GLRAST_ACC_FLOAT)
+        accumulate_deterministic(acc, index, value);
+    else if (acc.count == 1)
+        atomic_add_f32((float*)acc.data + index, value);
+    else {
+        const int k = thread_slot();
+        (k == 0 ? (float*)acc.data : acc.spare + (k - 1) * acc.size)[index] += value;
+    }
+}
 
 // x clamped to the finite floats: a derivative whose true value lies beyond float's range comes out
 // as the largest float of its sign instead of an infinity (NaN stays NaN).
@@ -311,7 +390,36 @@ GLRAST_HD int rescale_exponent(float m) {
     GLRAST_EXPORTED i64 glrast_constants_##GROUP[] = {GLRAST_FOR_EACH(GLRAST_VALUE_OF, GROUP, __VA_ARGS__)}; \
     GLRAST_EXPORTED char glrast_constant_names_##GROUP[] = #__VA_ARGS__;
 
-GLRAST_LAYOUT(Accumulator, data, size, count)
+GLRAST_LAYOUT(Accumulator, data, spare, peak, size, count, mode)
+GLRAST_CONSTANTS(accumulation, GLRAST_ACC_FLOAT, GLRAST_ACC_PEAK, GLRAST_ACC_FIXED, GLRAST_FIXED_BITS, GLRAST_PEAK_NAN)
+
+// A deterministic accumulator's sums as float32 (kernels.collect, one thread an entry):
+// sum * 2^(e - GLRAST_FIXED_BITS) for the entry's peak < 2^e, saturated at the largest float; NaN
+// where a term was NaN.
+struct FixedParams {
+    const i64* sums;  // [size][2]
+    const u32* peak;  // [size]
+    float* out;       // [size]
+};
+GLRAST_LAYOUT(FixedParams, sums, peak, out)
+
+GLRAST_KERNEL(fixed_to_float, FixedParams) {
+    const u32 top = p.peak[i];
+    if (top == GLRAST_PEAK_NAN) {
+        p.out[i] = bits_float(0x7FC00000);
+        return;
+    }
+    const int e = (int)(top >> 23 > 1 ? top >> 23 : 1) - 126;
+    const double total = (double)p.sums[2 * i + 1] * 18446744073709551616.0 + (double)p.sums[2 * i];  // high 2^64 + low
+    p.out[i] = saturate_f32(total * bits_double((i64)(1023 + e - GLRAST_FIXED_BITS) << 52));
+}
+
+// A kernel that scatters through an Accumulator (calls accumulate, directly or not) is declared
+// with GLRAST_SCATTER_KERNEL instead of GLRAST_KERNEL: it exports glrast_scatters_NAME, by which
+// the runtime knows to launch it twice in deterministic mode (the PEAK and FIXED passes).
+#define GLRAST_SCATTER_KERNEL(NAME, PARAMS)                                                 \
+    GLRAST_EXPORTED int glrast_scatters_##NAME = 1;                                         \
+    GLRAST_KERNEL(NAME, PARAMS)
 
 // ---------------------------------------------------------------------------
 // Triangle ids in rast[..., 3]: id + 1 as an exact float up to 2^24, above that

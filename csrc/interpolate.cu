@@ -67,7 +67,7 @@ GLRAST_KERNEL(interpolate_fwd, InterpolateParams) {
     }
 }
 
-GLRAST_KERNEL(interpolate_bwd, InterpolateParams) {
+GLRAST_SCATTER_KERNEL(interpolate_bwd, InterpolateParams) {
     float* grad_rast = p.grad_rast + 4 * i;
     float* grad_db = p.grad_rast_db ? p.grad_rast_db + 4 * i : nullptr;
     for (int k = 0; k < 4; ++k) grad_rast[k] = 0.f;

@@ -152,7 +152,7 @@ GLRAST_KERNEL(raster_fwd, RasterParams) {
     db[3] = saturate_f32((s.b[1] - B.raw[1] * Sb) * inv * sy);
 }
 
-GLRAST_KERNEL(raster_grad, RasterParams) {
+GLRAST_SCATTER_KERNEL(raster_grad, RasterParams) {
     int t = decode_triangle_id(p.rast[4 * i + 3]);
     if (t < 0 || t >= p.num_tris) return;
     const float* gr = p.grad_rast + 4 * i;

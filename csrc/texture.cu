@@ -394,7 +394,7 @@ GLRAST_HD void lod_jacobian_grad(const Lookup& L, double g_level, double gJ[4]) 
     gJ[3] = (2.0 * gC * J[3] + gB * J[2]) / m;
 }
 
-GLRAST_KERNEL(texture_bwd, TextureParams) {
+GLRAST_SCATTER_KERNEL(texture_bwd, TextureParams) {
     i = band_pixel(p, i);
     int C = p.channels;
     bool cube = p.boundary == BOUNDARY_CUBE;

@@ -11,6 +11,24 @@ layout the first time a module launches with it (glrast/params.py). Scatter-adds
 of gradients go through `accumulator` (per-thread copies on the CPU, atomics on
 CUDA), whose memory is capped by ``$GLRAST_ACCUMULATOR_MB``.
 
+Deterministic gradients: with ``torch.use_deterministic_algorithms(True)``,
+`accumulator` makes a fixed-point accumulator instead (csrc/common.h,
+Accumulator) and `launch` runs each scatter kernel (GLRAST_SCATTER_KERNEL) twice:
+a first pass records each gradient entry's largest term, the second adds every
+term as an integer multiple of 2^-40 of that entry's scale into a 128-bit sum,
+which no order of addition can change; `collect` converts the sums to float32.
+The gradient is then the same bits whatever the thread count, the scheduling
+of the host threads or of CUDA's atomics, from run to run. Cost: the scatter
+kernel's time twice over (the per-pixel outputs it writes are computed twice,
+the same both times), 20 bytes per gradient entry instead of 4 per thread, and
+integer atomics on the host. Precision: each term is rounded to 2^-40 of its
+entry's largest term (float32 rounds a sum to 2^-24 of its own size at every
+addition), so an entry's absolute error is at most k·2^-40 of its largest term
+for k terms: below float32's own rounding unless the sum cancels to less than
+k·2^-16 of its largest term. NaN terms make the entry NaN, as in the fast path;
+infinite terms count as the largest float, to which the gradient saturates
+anyway (the fast path gives NaN where +inf and -inf terms meet).
+
 Compiled artifacts are cached on disk in ``$GLRAST_CACHE_DIR`` (default
 ``~/.cache/glrast``) under a key that hashes the source, every header it
 includes, the flags, the compiler's version, glrast's version and the target
@@ -50,7 +68,7 @@ from ._log import logger
 from ._resources import resource_dir
 from ._version import __version__
 from .cuda_driver import check_cuda, cuda_context
-from .params import Accumulator, Params, check_constants, check_layout, expect_constants
+from .params import Accumulator, FixedParams, Params, check_constants, check_layout, expect_constants, ptr
 
 # Both compilers read the kernels as the same C++ dialect.
 CXX_STANDARD = "-std=c++20"
@@ -68,7 +86,23 @@ _lock = threading.Lock()
 _modules: dict[tuple[str, str], object] = {}
 
 
+# Accumulator modes and the fixed-point format of deterministic mode (csrc/common.h).
+ACC_FLOAT, ACC_PEAK, ACC_FIXED = 0, 1, 2
+FIXED_BITS = 40
+PEAK_NAN = 0xFFFFFFFF
+
 expect_constants("*", "triangle_ids", ids.C_CONSTANTS)
+expect_constants(
+    "*",
+    "accumulation",
+    {
+        "GLRAST_ACC_FLOAT": ACC_FLOAT,
+        "GLRAST_ACC_PEAK": ACC_PEAK,
+        "GLRAST_ACC_FIXED": ACC_FIXED,
+        "GLRAST_FIXED_BITS": FIXED_BITS,
+        "GLRAST_PEAK_NAN": PEAK_NAN,
+    },
+)
 
 
 class KernelBuildError(RuntimeError):
@@ -275,7 +309,12 @@ class _Module:
     def __init__(self) -> None:
         self._checked: set[type] = set()
         self._functions: dict[str, object] = {}
+        self.scatters: set[str] = set()  # kernels declared with GLRAST_SCATTER_KERNEL, as looked up
         check_constants(self.name, self.read_global)
+
+    def _note_scatter(self, kernel: str) -> None:
+        if self.read_global(f"glrast_scatters_{kernel}", 4) is not None:
+            self.scatters.add(kernel)
 
     def _check(self, kind: type) -> None:
         """Once per params type: its layout equals the compiled struct's (see params.py)."""
@@ -322,6 +361,7 @@ class HostModule(_Module):
         fn = getattr(self._lib, kernel)
         fn.restype = None
         fn.argtypes = [ctypes.c_void_p, ctypes.c_longlong, ctypes.c_int]
+        self._note_scatter(kernel)
         self._functions[kernel] = fn
         return fn
 
@@ -331,6 +371,10 @@ class HostModule(_Module):
         if type(params) not in self._checked:
             self._check(type(params))
         fn = self._functions.get(kernel) or self._function(kernel)
+        if kernel in self.scatters:
+            for _ in passes(params):
+                fn(ctypes.addressof(params), n, self.threads())
+            return
         fn(ctypes.addressof(params), n, self.threads())
 
 
@@ -461,6 +505,7 @@ class CudaModule(_Module):
 
     def _function(self, kernel: str):
         fn = check_cuda(self._driver.cuModuleGetFunction(self._module, kernel.encode()), f"{self.name}.{kernel}")
+        self._note_scatter(kernel)
         self._functions[kernel] = fn
         return fn
 
@@ -479,10 +524,13 @@ class CudaModule(_Module):
             args = (ctypes.c_void_p * 2)(ctypes.addressof(params), ctypes.addressof(count))
             blocks = min((n + CUDA_BLOCK - 1) // CUDA_BLOCK, self._max_blocks)
             stream = torch.cuda.current_stream(self.device).cuda_stream
-            check_cuda(
-                driver.cuLaunchKernel(fn, blocks, 1, 1, CUDA_BLOCK, 1, 1, 0, stream, ctypes.addressof(args), 0),
-                f"launch of {self.name}.{kernel} on {self.device}",
-            )
+            # The driver copies params at each launch: the second pass of a scatter kernel in
+            # deterministic mode sees the accumulators' new mode.
+            for _ in passes(params) if kernel in self.scatters else (None,):
+                check_cuda(
+                    driver.cuLaunchKernel(fn, blocks, 1, 1, CUDA_BLOCK, 1, 1, 0, stream, ctypes.addressof(args), 0),
+                    f"launch of {self.name}.{kernel} on {self.device}",
+                )
 
 
 def module(name: str, device: torch.device) -> HostModule | CudaModule:
@@ -512,20 +560,91 @@ def accumulator_cap_bytes() -> int:
     return int(megabytes * (1 << 20))
 
 
+def deterministic() -> bool:
+    """Whether gradients are scattered deterministically: torch.use_deterministic_algorithms(True)."""
+    return torch.are_deterministic_algorithms_enabled()
+
+
+class FloatSlots:
+    """A float gradient and the per-thread spare copies the launch added into (None for none)."""
+
+    __slots__ = ("grad", "spare")
+
+    def __init__(self, grad: torch.Tensor, spare: torch.Tensor | None):
+        self.grad, self.spare = grad, spare
+
+
+class FixedSums:
+    """Deterministic mode's accumulator storage: int64 [*shape, 2] 128-bit sums (low, high word)
+    and int32 [*shape] the float bits of each entry's largest |term| (csrc/common.h), for the
+    kernels of `mod`."""
+
+    __slots__ = ("mod", "sums", "peak")
+
+    def __init__(self, mod: HostModule | CudaModule, sums: torch.Tensor, peak: torch.Tensor):
+        self.mod, self.sums, self.peak = mod, sums, peak
+
+    def value(self) -> torch.Tensor:
+        """The sums as float32 [*shape]: sum · 2^(e - FIXED_BITS) for the entry's peak < 2^e,
+        saturated; NaN where a term was NaN (fixed_to_float in csrc/common.h)."""
+        out = torch.empty(self.peak.shape, dtype=torch.float32, device=self.peak.device)
+        params = FixedParams(sums=self.sums.data_ptr(), peak=self.peak.data_ptr(), out=out.data_ptr())
+        self.mod.launch("fixed_to_float", params, out.numel())
+        return out
+
+
 def accumulator(
     mod: HostModule | CudaModule, shape: Sequence[int], device: torch.device
-) -> tuple[torch.Tensor, Accumulator]:
-    """Zeroed float32 slots [count, *shape] on `device` for a gradient of `shape`,
-    and their Accumulator; `collect(slots)` gives the gradient after the launch."""
+) -> tuple[FloatSlots | FixedSums, Accumulator]:
+    """Zeroed storage on `device` for a float32 gradient of `shape`, and its Accumulator for a
+    scatter kernel's params; `collect(storage)` gives the gradient after the launch. In
+    deterministic mode (see `deterministic`) a fixed-point accumulator (one, shared), else float
+    slots: one per host thread while they fit in the cap (see `accumulator_cap_bytes`), else one."""
     size = math.prod(shape)
+    if deterministic():
+        sums = torch.zeros(*shape, 2, dtype=torch.int64, device=device)
+        peak = torch.zeros(*shape, dtype=torch.int32, device=device)
+        acc = Accumulator(data=sums.data_ptr(), peak=peak.data_ptr(), size=size, count=1, mode=ACC_PEAK)
+        return FixedSums(mod, sums, peak), acc
     count = mod.accumulation_slots(size)
-    slots = torch.zeros(count, *shape, dtype=torch.float32, device=device)
-    return slots, Accumulator(data=slots.data_ptr(), size=size, count=count)
+    grad = torch.zeros(*shape, dtype=torch.float32, device=device)
+    spare = torch.zeros(count - 1, *shape, dtype=torch.float32, device=device) if count > 1 else None
+    return FloatSlots(grad, spare), Accumulator(data=grad.data_ptr(), spare=ptr(spare), size=size, count=count)
 
 
-def collect(slots: torch.Tensor) -> torch.Tensor:
-    """The gradient held in accumulation slots (their sum), saturated (see `saturate`)."""
-    return saturate(slots[0] if slots.shape[0] == 1 else slots.sum(0))
+def collect(storage: FloatSlots | FixedSums) -> torch.Tensor:
+    """The gradient held in an accumulator's storage after its launch, saturated (see `saturate`)."""
+    if isinstance(storage, FixedSums):
+        return storage.value()
+    if storage.spare is not None:
+        for copy in storage.spare:  # in place: no third copy of the gradient
+            storage.grad.add_(copy)
+    return saturate(storage.grad)
+
+
+@functools.cache
+def _accumulator_fields(kind: type[Params]) -> tuple[str, ...]:
+    return tuple(name for name, field_type, *_ in kind._fields_ if field_type is Accumulator)
+
+
+def passes(params: Params) -> Iterator[None]:
+    """The runs of one scatter kernel launch: one, or two for params with deterministic
+    accumulators (the PEAK pass, then the FIXED pass; see `accumulator`)."""
+    fresh = []
+    for name in _accumulator_fields(type(params)):
+        acc = getattr(params, name)  # a view into params: setting its mode changes params
+        if acc.mode == ACC_FIXED:
+            raise RuntimeError(
+                f"{type(params).__name__}.{name}: a deterministic accumulator serves one scatter launch; "
+                "make a new one (kernels.accumulator) for each"
+            )
+        if acc.mode == ACC_PEAK:
+            fresh.append(acc)
+    yield
+    if fresh:
+        for acc in fresh:
+            acc.mode = ACC_FIXED
+        yield
 
 
 _FLOAT_MAX = torch.finfo(torch.float32).max

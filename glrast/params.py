@@ -52,9 +52,27 @@ def ptr(t: torch.Tensor | None) -> int | None:
 
 
 class Accumulator(Params):
-    """Mirror of `Accumulator` in csrc/common.h: a gradient buffer for scatter-adds."""
+    """Mirror of `Accumulator` in csrc/common.h: a gradient buffer for scatter-adds (made by
+    `kernels.accumulator`; the default, all null, stands for a gradient nobody wants)."""
 
-    _fields_ = [("data", ctypes.c_void_p), ("size", ctypes.c_longlong), ("count", ctypes.c_int)]
+    _fields_ = [
+        ("data", ctypes.c_void_p),
+        ("spare", ctypes.c_void_p),
+        ("peak", ctypes.c_void_p),
+        ("size", ctypes.c_longlong),
+        ("count", ctypes.c_int),
+        ("mode", ctypes.c_int),
+    ]
+
+
+class FixedParams(Params):
+    """Mirror of `FixedParams` in csrc/common.h: a deterministic accumulator's sums to float32."""
+
+    _fields_ = [
+        ("sums", ctypes.c_void_p),
+        ("peak", ctypes.c_void_p),
+        ("out", ctypes.c_void_p),
+    ]
 
 
 def _names(read_global: ReadGlobal, symbol: str) -> list[str] | None:

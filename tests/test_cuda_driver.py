@@ -91,8 +91,8 @@ def _raster_grad(pos, tri, rast, grad_rast, grad_db):
     from glrast.raster import _params
 
     mod = kernels.module("raster", pos.device)
-    slots, accumulator = kernels.accumulator(mod, pos)
-    params = _params(pos, tri, rast, grad_rast=grad_rast, grad_db=grad_db)
+    slots, accumulator = kernels.accumulator(mod, pos.shape, pos.device)
+    params = _params(pos, tri, rast, grad_rast=grad_rast.data_ptr(), grad_db=grad_db.data_ptr())
     params.grad_pos = accumulator
     mod.launch("raster_grad", params, rast[..., 0].numel())
     return kernels.collect(slots)
