@@ -252,7 +252,9 @@ class RasterizeGLContext:
         """The visibility pass's GL objects (programs, buffers, targets), created on
         first use; use it inside `activate()`."""
         if self._pipeline is None:
-            self._pipeline = RasterPipeline(self.gl)
+            # Helper contexts for large CPU draws are headless EGL ones: only a headless context's
+            # draws are sliced across them (a wrapped context's GL may differ from EGL's).
+            self._pipeline = RasterPipeline(self.gl, split=self._owns_gl and self.device.type == "cpu")
         return self._pipeline
 
     # -- lifetime ------------------------------------------------------------
