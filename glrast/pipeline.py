@@ -130,6 +130,25 @@ class CornerBuffer:
         with self._cuda.mapped() as address:
             yield address
 
+    def gather(
+        self, pos: torch.Tensor, tri: torch.Tensor, kept: torch.Tensor | None, image: int, first: int, count: int
+    ) -> None:
+        """Corners of triangles first ... first + count - 1 (of kept, or of tri when kept is None) of
+        position set `image` into the buffer's start, with the raster_corners kernel on pos's device."""
+        if count == 0:
+            return
+        with self.mapped(48 * count, pos.device) as address:
+            params = CornerParams(
+                pos=pos.data_ptr(),
+                tri=tri.data_ptr(),
+                kept=ptr(kept),
+                corners=address,
+                first=first,
+                image=image,
+                verts_per_image=pos.shape[1] if pos.ndim == 3 else 0,
+            )
+            kernels.module("raster", pos.device).launch("raster_corners", params, 3 * count)
+
     def _unregister(self) -> None:
         cuda, self._cuda = self._cuda, None
         if cuda is not None:
@@ -346,18 +365,7 @@ class RasterPipeline:
         out_depth is given, depth ([H, W] float32, 1 where empty). The GL context must be current."""
         self._grow(height, width)
         program, vao = self._program(peel)
-        if count > 0:
-            with self.corners.mapped(48 * count, pos.device) as address:
-                params = CornerParams(
-                    pos=pos.data_ptr(),
-                    tri=tri.data_ptr(),
-                    kept=ptr(kept),
-                    corners=address,
-                    first=first,
-                    image=image,
-                    verts_per_image=pos.shape[1] if pos.ndim == 3 else 0,
-                )
-                kernels.module("raster", pos.device).launch("raster_corners", params, 3 * count)
+        self.corners.gather(pos, tri, kept, image, first, count)
         gl = self.gl
         gl.enable(moderngl.DEPTH_TEST)
         gl.depth_func = "<"
