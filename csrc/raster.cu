@@ -45,16 +45,23 @@ struct CornerParams {
 };
 GLRAST_LAYOUT(CornerParams, pos, tri, kept, corners, first, image, verts_per_image)
 
-// Which triangles can produce a fragment (see raster_cull).
+// Which triangles can produce a fragment (see raster_cull), listed in order: each element of the
+// launch handles a block of CULL_BLOCK triangles; raster_compact then joins the blocks' lists.
+#define GLRAST_CULL_BLOCK 16
+GLRAST_CONSTANTS(cull, GLRAST_CULL_BLOCK)
 struct CullParams {
     const float* pos;        // as in CornerParams
     const int* tri;          // [T, 3]
-    unsigned char* keep;     // output: [T], 1 where GL may cover a pixel centre, else 0
-    int image, verts_per_image;
+    int* kept;               // raster_cull's output [T]: block b's survivors from b * CULL_BLOCK on, in order
+    int* counts;             // raster_cull's output [blocks]: how many survive in each block
+    const i64* offsets;      // raster_compact's input [blocks]: where block b's list goes in `out`
+    int* out;                // raster_compact's output: all blocks' lists, joined
+    int num_tris, image, verts_per_image;
     int height, width;
     float margin;            // pixels by which GL's snapped vertices may differ from the exact ones
 };
-GLRAST_LAYOUT(CullParams, pos, tri, keep, image, verts_per_image, height, width, margin)
+GLRAST_LAYOUT(CullParams, pos, tri, kept, counts, offsets, out, num_tris, image, verts_per_image, height, width,
+              margin)
 
 // After the GL pass of one image drawn in slices: the visible triangle of each pixel.
 struct MergeParams {
@@ -139,9 +146,16 @@ GLRAST_HD Barycentrics barycentrics(const Setup& s) {
 // homogeneous point scaled by a positive factor is the same point, and so are the segments between
 // corners that GL's clipping cuts, but GL's clip arithmetic (x + w, ...) overflows near the float
 // limit and may flush denormals to zero.
+// fmaxf(a, b) for a, b >= 0 or NaN (the larger, ignoring a NaN), inline: the host compiler calls
+// libm for fmaxf, fmin and fmax, which made up most of these kernels' time.
+GLRAST_HD float max_nonnegative(float a, float b) { return a > b || b != b ? a : b; }
+GLRAST_HD double min_f64(double a, double b) { return a < b ? a : b; }
+GLRAST_HD double max_f64(double a, double b) { return a > b ? a : b; }
+
 GLRAST_HD void load_corner(const float* pos, i64 v, float* dst) {
     const float* src = pos + 4 * v;
-    float m = fmaxf(fmaxf(fabsf(src[0]), fabsf(src[1])), fmaxf(fabsf(src[2]), fabsf(src[3])));
+    float m = max_nonnegative(max_nonnegative(fabsf(src[0]), fabsf(src[1])),
+                              max_nonnegative(fabsf(src[2]), fabsf(src[3])));
     int e = rescale_exponent(m);
     for (int k = 0; k < 4; ++k) dst[k] = e == 0 ? src[k] : ldexpf(src[k], -e);
 }
@@ -168,15 +182,14 @@ GLRAST_KERNEL(raster_corners, CornerParams) {
 GLRAST_HD i64 floor_above_minus_one(double x) { i64 t = (i64)x; return t - (x < (double)t); }
 GLRAST_HD i64 ceil_above_minus_one(double x) { i64 t = (i64)x; return t + (x > (double)t); }
 
-GLRAST_KERNEL(raster_cull, CullParams) {
+GLRAST_HD bool may_cover(const CullParams& p, i64 t) {
     // Window coordinates minus 0.5, so that pixel centres sit at integers (col, row).
     double X[3], Y[3];
     for (int k = 0; k < 3; ++k) {
         float c[4];
-        load_corner(p.pos, (i64)p.image * p.verts_per_image + p.tri[3 * i + k], c);
+        load_corner(p.pos, (i64)p.image * p.verts_per_image + p.tri[3 * t + k], c);
         if (!(c[3] > 0.f && fabsf(c[0]) <= c[3] && fabsf(c[1]) <= c[3] && fabsf(c[2]) <= c[3])) {
-            p.keep[i] = 1;
-            return;
+            return true;
         }
         double inv = 1.0 / c[3];
         X[k] = ((double)c[0] * inv + 1.0) * (0.5 * p.width) - 0.5;
@@ -184,18 +197,12 @@ GLRAST_KERNEL(raster_cull, CullParams) {
     }
     double m = p.margin;
     // Candidate centres within the bounding box grown by the margin (its corners lie above -0.5 - m).
-    i64 c0 = ceil_above_minus_one(fmin(fmin(X[0], X[1]), X[2]) - m);
-    i64 c1 = floor_above_minus_one(fmax(fmax(X[0], X[1]), X[2]) + m);
-    i64 r0 = ceil_above_minus_one(fmin(fmin(Y[0], Y[1]), Y[2]) - m);
-    i64 r1 = floor_above_minus_one(fmax(fmax(Y[0], Y[1]), Y[2]) + m);
-    if (c1 < c0 || r1 < r0) {
-        p.keep[i] = 0;
-        return;
-    }
-    if ((c1 - c0 + 1) * (r1 - r0 + 1) > GLRAST_CULL_MAX_CENTRES) {
-        p.keep[i] = 1;
-        return;
-    }
+    i64 c0 = ceil_above_minus_one(min_f64(min_f64(X[0], X[1]), X[2]) - m);
+    i64 c1 = floor_above_minus_one(max_f64(max_f64(X[0], X[1]), X[2]) + m);
+    i64 r0 = ceil_above_minus_one(min_f64(min_f64(Y[0], Y[1]), Y[2]) - m);
+    i64 r1 = floor_above_minus_one(max_f64(max_f64(Y[0], Y[1]), Y[2]) + m);
+    if (c1 < c0 || r1 < r0) return false;
+    if ((c1 - c0 + 1) * (r1 - r0 + 1) > GLRAST_CULL_MAX_CENTRES) return true;
     double ex[3], ey[3], em[3];
     for (int k = 0; k < 3; ++k) {
         int j = k == 2 ? 0 : k + 1;
@@ -203,7 +210,7 @@ GLRAST_KERNEL(raster_cull, CullParams) {
         ey[k] = Y[j] - Y[k];
         em[k] = m * (fabs(ex[k]) + fabs(ey[k]));
     }
-    unsigned char keep = 0;
+    bool keep = false;
     for (i64 r = r0; r <= r1; ++r) {
         for (i64 c = c0; c <= c1; ++c) {
             // Either winding: P may be covered if every grown edge function has the same sign.
@@ -213,10 +220,23 @@ GLRAST_KERNEL(raster_cull, CullParams) {
                 ccw = ccw && e >= -em[k];
                 cw = cw && e <= em[k];
             }
-            keep |= ccw || cw;
+            keep = keep || ccw || cw;
         }
     }
-    p.keep[i] = keep;
+    return keep;
+}
+
+GLRAST_KERNEL(raster_cull, CullParams) {
+    i64 begin = i * GLRAST_CULL_BLOCK, end = begin + GLRAST_CULL_BLOCK < p.num_tris ? begin + GLRAST_CULL_BLOCK : p.num_tris;
+    int n = 0;
+    for (i64 t = begin; t < end; ++t)
+        if (may_cover(p, t)) p.kept[begin + n++] = (int)t;
+    p.counts[i] = n;
+}
+
+GLRAST_KERNEL(raster_compact, CullParams) {
+    const int* src = p.kept + i * GLRAST_CULL_BLOCK;
+    for (int k = 0; k < p.counts[i]; ++k) p.out[p.offsets[i] + k] = src[k];
 }
 
 // Pixel i of one image drawn in slices (consecutive runs of the triangle list, each into its own

@@ -31,14 +31,16 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import moderngl
+import numpy as np
 import torch
 
 from . import glcalls, ids, interop, kernels
 from ._log import logger
 from ._resources import resource_dir
-from .params import Params, ptr
+from .params import Params, expect_constants, ptr
 
 MAX_CONTEXTS = 8  # helper contexts beyond this gain nothing on llvmpipe (its rasterizer threads share the cores)
+CULL_MIN_TRIS = 1 << 12  # fewer triangles cost llvmpipe less than the cull's launches
 SLICE_TRIS = 1 << 17  # fewest triangles per slice: a slice's clear, readback and merge cost more below
 
 
@@ -57,18 +59,26 @@ class CornerParams(Params):
 
 
 class CullParams(Params):
-    """Mirror of CullParams in csrc/raster.cu (the raster_cull kernel)."""
+    """Mirror of CullParams in csrc/raster.cu (the raster_cull and raster_compact kernels)."""
 
     _fields_ = [
         ("pos", ctypes.c_void_p),
         ("tri", ctypes.c_void_p),
-        ("keep", ctypes.c_void_p),
+        ("kept", ctypes.c_void_p),
+        ("counts", ctypes.c_void_p),
+        ("offsets", ctypes.c_void_p),
+        ("out", ctypes.c_void_p),
+        ("num_tris", ctypes.c_int),
         ("image", ctypes.c_int),
         ("verts_per_image", ctypes.c_int),
         ("height", ctypes.c_int),
         ("width", ctypes.c_int),
         ("margin", ctypes.c_float),
     ]
+
+
+CULL_BLOCK = 16  # triangles per element of the raster_cull launch
+expect_constants("raster", "cull", {"GLRAST_CULL_BLOCK": CULL_BLOCK})
 
 
 class MergeParams(Params):
@@ -233,7 +243,7 @@ class RasterPipeline:
         self.contexts = default_contexts() if split else 1
         self.slice_tris = SLICE_TRIS
         self.workers: list[SliceWorker] = []
-        self._keep: torch.Tensor | None = None  # raster_cull's flags, [T] uint8
+        self._cull_buffers: tuple[torch.Tensor, ...] | None = None  # raster_cull's and raster_compact's, [T] int32
         self._slice_ids: torch.Tensor | None = None  # [slices, H, W] int32 and float32 for raster_merge
         self._slice_depth: torch.Tensor | None = None
         self._margin_px: float | None = None
@@ -293,23 +303,34 @@ class RasterPipeline:
         return self._margin_px + max(height, width) * 2.0**-20
 
     def _cull(self, pos: torch.Tensor, tri: torch.Tensor, image: int, height: int, width: int) -> torch.Tensor:
-        """The triangles of position set `image` that may cover a pixel centre, in order: [K] int32."""
+        """The triangles of position set `image` that may cover a pixel centre, in order: [K] int32
+        (a view of a buffer that the next call overwrites). All kernels, no torch op: torch's
+        OpenMP threads spin after a parallel region, which costs llvmpipe's threads their cores."""
         num_tris = tri.shape[0]
-        if self._keep is None or self._keep.numel() < num_tris:
-            self._keep = torch.empty(num_tris, dtype=torch.uint8)
-        keep = self._keep[:num_tris]
+        blocks = -(-num_tris // CULL_BLOCK)
+        if self._cull_buffers is None or self._cull_buffers[0].numel() < num_tris:
+            self._cull_buffers = tuple(torch.empty(num_tris, dtype=torch.int32) for _ in range(3))
+        kept, counts, out = self._cull_buffers
         params = CullParams(
             pos=pos.data_ptr(),
             tri=tri.data_ptr(),
-            keep=keep.data_ptr(),
+            kept=kept.data_ptr(),
+            counts=counts.data_ptr(),
+            out=out.data_ptr(),
+            num_tris=num_tris,
             image=image,
             verts_per_image=pos.shape[1] if pos.ndim == 3 else 0,
             height=height,
             width=width,
             margin=self._margin(height, width),
         )
-        kernels.module("raster", pos.device).launch("raster_cull", params, num_tris)
-        return torch.nonzero(keep).view(-1).to(torch.int32)
+        mod = kernels.module("raster", pos.device)
+        mod.launch("raster_cull", params, blocks)
+        ends = np.cumsum(counts[:blocks].numpy(), dtype=np.int64)
+        offsets = ends - counts[:blocks].numpy()
+        params.offsets = offsets.ctypes.data
+        mod.launch("raster_compact", params, blocks)
+        return out[: int(ends[-1]) if blocks else 0]
 
     def _slices(self, first: int, count: int) -> list[tuple[int, int]]:
         """[(first, count)] of each context's consecutive run of the draw."""
@@ -406,11 +427,15 @@ class RasterPipeline:
         out = torch.empty(len(draws), height, width, dtype=torch.int32, device=pos.device)
         kept, culled = None, None
         for layer, (image, first, count) in enumerate(draws):
-            if fast and self.cull and image != culled:
+            if fast and self.cull and tri.shape[0] >= CULL_MIN_TRIS and image != culled:
                 kept, culled = self._cull(pos, tri, image, height, width), image
-            if kept is not None:  # the range's run of survivors (kept is sorted)
-                first, end = torch.searchsorted(kept, torch.tensor([first, first + count], dtype=torch.int32)).tolist()
+                if kept.numel() == tri.shape[0]:  # nothing culled: no indirection
+                    kept = None
+            if kept is not None and (first, count) != (0, tri.shape[0]):  # the range's run of survivors
+                first, end = np.searchsorted(kept.numpy(), [first, first + count]).tolist()
                 count = end - first
+            elif kept is not None:
+                count = kept.numel()
             if peel:
                 prev_tex = self._peel_texture()
                 prev_tex.write(
