@@ -59,9 +59,10 @@ struct CullParams {
     int num_tris, image, verts_per_image;
     int height, width;
     float margin;            // pixels by which GL's snapped vertices may differ from the exact ones
+    int block_stride;        // raster_cull: element i tests block i * block_stride (> 1: a sample)
 };
 GLRAST_LAYOUT(CullParams, pos, tri, kept, counts, offsets, out, num_tris, image, verts_per_image, height, width,
-              margin)
+              margin, block_stride)
 
 // After the GL pass of one image drawn in slices: the visible triangle of each pixel.
 struct MergeParams {
@@ -227,7 +228,8 @@ GLRAST_HD bool may_cover(const CullParams& p, i64 t) {
 }
 
 GLRAST_KERNEL(raster_cull, CullParams) {
-    i64 begin = i * GLRAST_CULL_BLOCK, end = begin + GLRAST_CULL_BLOCK < p.num_tris ? begin + GLRAST_CULL_BLOCK : p.num_tris;
+    i64 begin = i * p.block_stride * GLRAST_CULL_BLOCK;
+    i64 end = begin + GLRAST_CULL_BLOCK < p.num_tris ? begin + GLRAST_CULL_BLOCK : p.num_tris;
     int n = 0;
     for (i64 t = begin; t < end; ++t)
         if (may_cover(p, t)) p.kept[begin + n++] = (int)t;

@@ -41,6 +41,9 @@ from .params import Params, expect_constants, ptr
 
 MAX_CONTEXTS = 8  # helper contexts beyond this gain nothing on llvmpipe (its rasterizer threads share the cores)
 CULL_MIN_TRIS = 1 << 12  # fewer triangles cost llvmpipe less than the cull's launches
+CULL_SAMPLE_STRIDE = 32  # the cull first tries one block in this many ...
+CULL_MIN_SHARE = 0.5  # ... and runs only where it drops this share of them (measured: below, the second
+# pass over the triangles and the id indirection cost more than llvmpipe saves)
 SLICE_TRIS = 1 << 17  # fewest triangles per slice: a slice's clear, readback and merge cost more below
 
 
@@ -74,6 +77,7 @@ class CullParams(Params):
         ("height", ctypes.c_int),
         ("width", ctypes.c_int),
         ("margin", ctypes.c_float),
+        ("block_stride", ctypes.c_int),
     ]
 
 
@@ -170,10 +174,12 @@ class CornerBuffer:
 
 
 class SliceWorker:
-    """A thread with a headless GL context of its own (same EGL device as the CPU's default),
-    on which a RasterPipeline draws slices of its triangle lists (`submit`, then `wait`)."""
+    """A thread with a GL context of its own, made there by `make_context` (a headless CPU
+    RasterizeGLContext: the context module passes it in, being above this one), on which a
+    RasterPipeline draws slices of its triangle lists (`submit`, then `wait`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, make_context: Callable[[], Any]) -> None:
+        self._make_context = make_context
         self._tasks: queue.SimpleQueue = queue.SimpleQueue()
         self._results: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="glrast-gl-slice", daemon=True)
@@ -181,10 +187,8 @@ class SliceWorker:
         self.renderer: str = self.wait()
 
     def _run(self) -> None:
-        from .context import RasterizeGLContext  # the context module imports this one
-
         try:
-            glctx = RasterizeGLContext(output_db=False, device="cpu")
+            glctx = self._make_context()
         except BaseException as e:  # reported by __init__'s wait
             self._results.put(e)
             return
@@ -223,13 +227,14 @@ class RasterPipeline:
     batch are drawn one after another into the same target and read back in
     turn, so the target never needs more than one image.
 
-    split: this context may hand slices of a draw to helper contexts (a headless
-    context on the CPU; not a wrapped one, whose GL may differ from EGL's).
-    The attributes cull, contexts and slice_tris steer the CPU path (see the
+    helper_context: makes a context for a helper thread (given only where slices may be
+    handed to helpers: a headless CPU context, not a wrapped one, whose GL may differ
+    from EGL's).
+    The attributes cull, cull_min_share, contexts and slice_tris steer the CPU path (see the
     module docstring); tests set them directly.
     """
 
-    def __init__(self, gl: moderngl.Context, split: bool = False):
+    def __init__(self, gl: moderngl.Context, helper_context: Callable[[], Any] | None = None):
         self.gl = gl
         self.corners = CornerBuffer(gl)  # [3T, 4] corners of the triangles drawn
         self.pos_buf = gl.buffer(reserve=16)  # depth peeling reads pos and tri as storage buffers
@@ -240,7 +245,9 @@ class RasterPipeline:
         self.prev_tex: moderngl.Texture | None = None  # depth peeling only, created on first use
         self.reader = interop.TargetReader()
         self.cull = not _flag("GLRAST_PLAIN_DRAW")
-        self.contexts = default_contexts() if split else 1
+        self.cull_min_share = CULL_MIN_SHARE
+        self.helper_context = helper_context
+        self.contexts = default_contexts() if helper_context is not None else 1
         self.slice_tris = SLICE_TRIS
         self.workers: list[SliceWorker] = []
         self._cull_buffers: tuple[torch.Tensor, ...] | None = None  # raster_cull's and raster_compact's, [T] int32
@@ -302,10 +309,14 @@ class RasterPipeline:
             self._margin_px = 2.0 ** -max(4, min(bits, 16))  # GL guarantees at least 4 bits
         return self._margin_px + max(height, width) * 2.0**-20
 
-    def _cull(self, pos: torch.Tensor, tri: torch.Tensor, image: int, height: int, width: int) -> torch.Tensor:
+    def _cull(
+        self, pos: torch.Tensor, tri: torch.Tensor, image: int, height: int, width: int, sample: bool = False
+    ) -> torch.Tensor | None:
         """The triangles of position set `image` that may cover a pixel centre, in order: [K] int32
-        (a view of a buffer that the next call overwrites). All kernels, no torch op: torch's
-        OpenMP threads spin after a parallel region, which costs llvmpipe's threads their cores."""
+        (a view of a buffer that the next call overwrites). sample: first test one block in
+        CULL_SAMPLE_STRIDE, and return None without culling where fewer than CULL_MIN_SHARE of those
+        would go. All kernels, no torch op: torch's OpenMP threads spin after a parallel region,
+        which costs llvmpipe's threads their cores."""
         num_tris = tri.shape[0]
         blocks = -(-num_tris // CULL_BLOCK)
         if self._cull_buffers is None or self._cull_buffers[0].numel() < num_tris:
@@ -323,8 +334,15 @@ class RasterPipeline:
             height=height,
             width=width,
             margin=self._margin(height, width),
+            block_stride=CULL_SAMPLE_STRIDE,
         )
         mod = kernels.module("raster", pos.device)
+        if sample:
+            tested = -(-blocks // CULL_SAMPLE_STRIDE)
+            mod.launch("raster_cull", params, tested)
+            if counts[:tested].numpy().sum() > (1 - self.cull_min_share) * tested * CULL_BLOCK:
+                return None
+        params.block_stride = 1
         mod.launch("raster_cull", params, blocks)
         ends = np.cumsum(counts[:blocks].numpy(), dtype=np.int64)
         offsets = ends - counts[:blocks].numpy()
@@ -344,7 +362,7 @@ class RasterPipeline:
         renderer = self.gl.info["GL_RENDERER"]
         while len(self.workers) < n:
             try:
-                worker = SliceWorker()
+                worker = SliceWorker(self.helper_context)
             except Exception as e:
                 logger.warning("rasterize: a helper GL context could not be created (%s); drawing on one", e)
                 self.contexts = 1
@@ -428,8 +446,8 @@ class RasterPipeline:
         kept, culled = None, None
         for layer, (image, first, count) in enumerate(draws):
             if fast and self.cull and tri.shape[0] >= CULL_MIN_TRIS and image != culled:
-                kept, culled = self._cull(pos, tri, image, height, width), image
-                if kept.numel() == tri.shape[0]:  # nothing culled: no indirection
+                kept, culled = self._cull(pos, tri, image, height, width, sample=True), image
+                if kept is not None and kept.numel() == tri.shape[0]:  # nothing culled: no indirection
                     kept = None
             if kept is not None and (first, count) != (0, tri.shape[0]):  # the range's run of survivors
                 first, end = np.searchsorted(kept.numpy(), [first, first + count]).tolist()

@@ -18,7 +18,7 @@ import glrast as dr
 from glrast import glcalls, kernels, mesh, pipeline
 from glrast.camera import look_at, perspective, transform
 
-MODES = {  # (cull, contexts, fewest triangles per slice)
+MODES = {  # (cull, contexts, fewest triangles per slice); the cull modes cull whatever the sample says
     "plain": (False, 1, pipeline.SLICE_TRIS),
     "cull": (True, 1, pipeline.SLICE_TRIS),
     "slices": (False, 3, 16),
@@ -38,6 +38,7 @@ def _set_mode(glctx, mode: str) -> None:
     with glctx.activate():
         pipe = glctx.pipeline
     pipe.cull, pipe.contexts, pipe.slice_tris = MODES[mode]
+    pipe.cull_min_share = 0.0
 
 
 def _rasterize_all_modes(glctx, pos, tri, resolution, ranges=None):
@@ -241,7 +242,7 @@ def test_helper_context_failure_falls_back_to_one(monkeypatch, caplog):
     pos, tri = _icosphere(3)
     ref, _ = dr.rasterize(glctx, pos, tri, (32, 32))
 
-    def refuse(self):
+    def refuse(self, make_context):
         raise RuntimeError("no more contexts")
 
     monkeypatch.setattr(pipeline.SliceWorker, "__init__", refuse)
@@ -299,3 +300,17 @@ def test_corner_kernel_gathers_kept_triangles():
     )  # fmt: skip
     kernels.module("raster", torch.device("cpu")).launch("raster_corners", params, 6)
     assert torch.equal(corners, pos[1][tri[kept[1:].long()].flatten().long()])
+
+
+def test_cull_only_where_the_sample_says_it_pays(ctx):
+    """A sample of the blocks decides: a fine mesh at a low resolution is culled, a coarse one
+    at a high resolution (nearly every triangle covers a centre) is drawn whole."""
+    fine, fine_tri = _icosphere(6)
+    coarse, coarse_tri = _icosphere(4)
+    with ctx.activate():
+        pipe = ctx.pipeline
+        pipe.cull_min_share = pipeline.CULL_MIN_SHARE
+        kept = pipe._cull(fine, fine_tri, 0, 64, 64, sample=True)
+        assert kept is not None and kept.numel() < 0.5 * fine_tri.shape[0]
+        assert pipe._cull(coarse, coarse_tri, 0, 1024, 1024, sample=True) is None
+        assert pipe._cull(coarse, coarse_tri, 0, 1024, 1024).numel() > 0.5 * coarse_tri.shape[0]
