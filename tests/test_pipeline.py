@@ -260,18 +260,22 @@ def test_wrapped_context_draws_alone(ctx):
     """Only a headless context slices: a wrapped one's GL may render differently from EGL's."""
     wrapped = dr.RasterizeGLContext(device="cpu", gl_context=ctx.gl)
     with wrapped.activate():
-        assert wrapped.pipeline.contexts == 1 and wrapped.pipeline.cull
+        assert wrapped.pipeline.helper_context is None and wrapped.pipeline.cull
+    with ctx.activate():
+        assert ctx.pipeline.helper_context is not None
     wrapped.release()
 
 
 def test_context_count_settings(monkeypatch):
     monkeypatch.delenv("GLRAST_PLAIN_DRAW", raising=False)
     monkeypatch.delenv("GLRAST_GL_CONTEXTS", raising=False)
+    assert pipeline.default_contexts() == 1
+    monkeypatch.setenv("GLRAST_GL_CONTEXTS", "cores")
     assert pipeline.default_contexts() == min(pipeline.MAX_CONTEXTS, len(os.sched_getaffinity(0)))
     monkeypatch.setenv("GLRAST_GL_CONTEXTS", "3")
     assert pipeline.default_contexts() == 3
     monkeypatch.setenv("GLRAST_GL_CONTEXTS", "zero")
-    with pytest.raises(ValueError, match="GLRAST_GL_CONTEXTS must be a positive integer, got 'zero'"):
+    with pytest.raises(ValueError, match="GLRAST_GL_CONTEXTS must be a positive integer or 'cores', got 'zero'"):
         pipeline.default_contexts()
     monkeypatch.setenv("GLRAST_PLAIN_DRAW", "1")
     assert pipeline.default_contexts() == 1
