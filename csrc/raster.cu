@@ -36,12 +36,44 @@ GLRAST_LAYOUT(RasterParams, pos, tri, ids, rast, rast_db, grad_rast, grad_db, gr
 // The GL pass's input (see raster_corners).
 struct CornerParams {
     const float* pos;        // [N, V, 4] (instanced) or [V, 4] (range mode)
-    const int* tri;          // the flat [3T] corner indices, from the chunk's first corner on
-    float* corners;          // output: [chunk, 4]
+    const int* tri;          // [T, 3]
+    const int* kept;         // the triangles to gather, in order (raster_cull's survivors); null: all
+    float* corners;          // output: [3 n, 4] for n triangles
+    int first;               // gather triangles first, first + 1, ... (of kept when given)
     int image;               // which position set of pos (instanced mode)
     int verts_per_image;     // V in instanced mode, 0 in range mode
 };
-GLRAST_LAYOUT(CornerParams, pos, tri, corners, image, verts_per_image)
+GLRAST_LAYOUT(CornerParams, pos, tri, kept, corners, first, image, verts_per_image)
+
+// Which triangles can produce a fragment (see raster_cull), listed in order: each element of the
+// launch handles a block of CULL_BLOCK triangles; raster_compact then joins the blocks' lists.
+#define GLRAST_CULL_BLOCK 16
+GLRAST_CONSTANTS(cull, GLRAST_CULL_BLOCK)
+struct CullParams {
+    const float* pos;        // as in CornerParams
+    const int* tri;          // [T, 3]
+    int* kept;               // raster_cull's output [T]: block b's survivors from b * CULL_BLOCK on, in order
+    int* counts;             // raster_cull's output [blocks]: how many survive in each block
+    const i64* offsets;      // raster_compact's input [blocks]: where block b's list goes in `out`
+    int* out;                // raster_compact's output: all blocks' lists, joined
+    int num_tris, image, verts_per_image;
+    int height, width;
+    float margin;            // pixels by which GL's snapped vertices may differ from the exact ones
+    int block_stride;        // raster_cull: element i tests block i * block_stride (> 1: a sample)
+};
+GLRAST_LAYOUT(CullParams, pos, tri, kept, counts, offsets, out, num_tris, image, verts_per_image, height, width,
+              margin, block_stride)
+
+// After the GL pass of one image drawn in slices: the visible triangle of each pixel.
+struct MergeParams {
+    const int* ids;          // [slices, H W]: GL's id + 1 per slice (an index into kept, when given)
+    const float* depth;      // [slices, H W]: GL's depth per slice (1 where empty); null for one slice
+    const int* kept;         // triangle of each drawn index (raster_cull's survivors), or null: the identity
+    int* out;                // [H W]: triangle id + 1, 0 = empty
+    int slices;
+    i64 pixels;              // H W
+};
+GLRAST_LAYOUT(MergeParams, ids, depth, kept, out, slices, pixels)
 
 struct Setup {
     i64 vi[3];                         // vertex indices (within pos)
@@ -106,23 +138,128 @@ GLRAST_HD Barycentrics barycentrics(const Setup& s) {
     return B;
 }
 
-// Before the GL pass: the clip-space corners of every triangle, in order
-// (corners[3t + k] = pos of vertex tri[t][k] of position set `image`). The GL
-// pass draws them as a plain triangle list: llvmpipe runs that faster than an
-// indexed draw, whose vertex cache only adds work when every vertex shader
-// invocation is a single attribute copy.
+// Before the GL pass: the clip-space corners of triangles in order (corners[3j + k] = pos of vertex
+// tri[t][k] of position set `image`, for the j-th triangle t gathered). The GL pass draws them as a
+// plain triangle list: llvmpipe runs that faster than an indexed draw, whose vertex cache only adds
+// work when every vertex shader invocation is a single attribute copy.
 //
 // A corner of huge or tiny magnitude is divided by a power of two (see rescale_exponent): a
 // homogeneous point scaled by a positive factor is the same point, and so are the segments between
 // corners that GL's clipping cuts, but GL's clip arithmetic (x + w, ...) overflows near the float
 // limit and may flush denormals to zero.
-GLRAST_KERNEL(raster_corners, CornerParams) {
-    i64 v = (i64)p.image * p.verts_per_image + p.tri[i];
-    const float* src = p.pos + 4 * v;
-    float* dst = p.corners + 4 * i;
-    float m = fmaxf(fmaxf(fabsf(src[0]), fabsf(src[1])), fmaxf(fabsf(src[2]), fabsf(src[3])));
+// fmaxf(a, b) for a, b >= 0 or NaN (the larger, ignoring a NaN), inline: the host compiler calls
+// libm for fmaxf, fmin and fmax, which made up most of these kernels' time.
+GLRAST_HD float max_nonnegative(float a, float b) { return a > b || b != b ? a : b; }
+GLRAST_HD double min_f64(double a, double b) { return a < b ? a : b; }
+GLRAST_HD double max_f64(double a, double b) { return a > b ? a : b; }
+
+GLRAST_HD void load_corner(const float* pos, i64 v, float* dst) {
+    const float* src = pos + 4 * v;
+    float m = max_nonnegative(max_nonnegative(fabsf(src[0]), fabsf(src[1])),
+                              max_nonnegative(fabsf(src[2]), fabsf(src[3])));
     int e = rescale_exponent(m);
     for (int k = 0; k < 4; ++k) dst[k] = e == 0 ? src[k] : ldexpf(src[k], -e);
+}
+
+GLRAST_KERNEL(raster_corners, CornerParams) {
+    i64 j = i / 3, t = p.first + j;
+    if (p.kept) t = p.kept[t];
+    load_corner(p.pos, (i64)p.image * p.verts_per_image + p.tri[3 * t + (i - 3 * j)], p.corners + 4 * i);
+}
+
+// Before the GL pass on the CPU, where llvmpipe spends ~0.3 us of one thread per triangle before
+// rasterizing: keep[t] = 0 for a triangle that provably gives no fragment, which lets the draw skip
+// it without changing any pixel (most triangles of a fine mesh at a low resolution cover no pixel
+// centre). GL covers centre P only if P lies in the triangle of its snapped vertices, each within
+// `margin` (in x and in y) of the exact one; that triangle lies inside the exact triangle grown by the
+// square [-margin, margin]^2, so P can be covered only if the square around P meets the exact triangle.
+// Two convex shapes meet unless one of their edge normals separates them: the square's (the bounding
+// box test) or the triangle's (each edge function, grown by margin times its gradient's 1-norm). Only
+// triangles inside the view volume are tested (any clipping, w <= 0 or non-finite corners: kept), and
+// those whose bounding box holds at most MAX_CENTRES pixel centres (larger ones are kept: they rarely
+// miss every centre). Edge functions are evaluated in double, far below the margin's error.
+#define GLRAST_CULL_MAX_CENTRES 4
+// floor and ceil of x > -1 (x - 0.5 of a window coordinate grown by the margin), exact, without libm.
+GLRAST_HD i64 floor_above_minus_one(double x) { i64 t = (i64)x; return t - (x < (double)t); }
+GLRAST_HD i64 ceil_above_minus_one(double x) { i64 t = (i64)x; return t + (x > (double)t); }
+
+GLRAST_HD bool may_cover(const CullParams& p, i64 t) {
+    // Window coordinates minus 0.5, so that pixel centres sit at integers (col, row).
+    double X[3], Y[3];
+    for (int k = 0; k < 3; ++k) {
+        float c[4];
+        load_corner(p.pos, (i64)p.image * p.verts_per_image + p.tri[3 * t + k], c);
+        if (!(c[3] > 0.f && fabsf(c[0]) <= c[3] && fabsf(c[1]) <= c[3] && fabsf(c[2]) <= c[3])) {
+            return true;
+        }
+        double inv = 1.0 / c[3];
+        X[k] = ((double)c[0] * inv + 1.0) * (0.5 * p.width) - 0.5;
+        Y[k] = ((double)c[1] * inv + 1.0) * (0.5 * p.height) - 0.5;
+    }
+    double m = p.margin;
+    // Candidate centres within the bounding box grown by the margin (its corners lie above -0.5 - m).
+    i64 c0 = ceil_above_minus_one(min_f64(min_f64(X[0], X[1]), X[2]) - m);
+    i64 c1 = floor_above_minus_one(max_f64(max_f64(X[0], X[1]), X[2]) + m);
+    i64 r0 = ceil_above_minus_one(min_f64(min_f64(Y[0], Y[1]), Y[2]) - m);
+    i64 r1 = floor_above_minus_one(max_f64(max_f64(Y[0], Y[1]), Y[2]) + m);
+    if (c1 < c0 || r1 < r0) return false;
+    if ((c1 - c0 + 1) * (r1 - r0 + 1) > GLRAST_CULL_MAX_CENTRES) return true;
+    double ex[3], ey[3], em[3];
+    for (int k = 0; k < 3; ++k) {
+        int j = k == 2 ? 0 : k + 1;
+        ex[k] = X[j] - X[k];
+        ey[k] = Y[j] - Y[k];
+        em[k] = m * (fabs(ex[k]) + fabs(ey[k]));
+    }
+    bool keep = false;
+    for (i64 r = r0; r <= r1; ++r) {
+        for (i64 c = c0; c <= c1; ++c) {
+            // Either winding: P may be covered if every grown edge function has the same sign.
+            bool ccw = true, cw = true;
+            for (int k = 0; k < 3; ++k) {
+                double e = ex[k] * ((double)r - Y[k]) - ey[k] * ((double)c - X[k]);
+                ccw = ccw && e >= -em[k];
+                cw = cw && e <= em[k];
+            }
+            keep = keep || ccw || cw;
+        }
+    }
+    return keep;
+}
+
+GLRAST_KERNEL(raster_cull, CullParams) {
+    i64 begin = i * p.block_stride * GLRAST_CULL_BLOCK;
+    i64 end = begin + GLRAST_CULL_BLOCK < p.num_tris ? begin + GLRAST_CULL_BLOCK : p.num_tris;
+    int n = 0;
+    for (i64 t = begin; t < end; ++t)
+        if (may_cover(p, t)) p.kept[begin + n++] = (int)t;
+    p.counts[i] = n;
+}
+
+GLRAST_KERNEL(raster_compact, CullParams) {
+    const int* src = p.kept + i * GLRAST_CULL_BLOCK;
+    for (int k = 0; k < p.counts[i]; ++k) p.out[p.offsets[i] + k] = src[k];
+}
+
+// Pixel i of one image drawn in slices (consecutive runs of the triangle list, each into its own
+// target): the fragment with the smallest depth over the slices, the earliest slice on equal depth,
+// which is what one draw of the whole list gives with GL's LESS test (in-order submission: on equal
+// depth the earlier triangle stays). An empty pixel holds the cleared depth 1, which no fragment
+// reaches (LESS against the clear value), so it never wins over a covered one. Drawn indices become
+// triangle ids through kept.
+GLRAST_KERNEL(raster_merge, MergeParams) {
+    int best = p.ids[i];
+    if (p.depth) {
+        float z = p.depth[i];
+        for (int s = 1; s < p.slices; ++s) {
+            float zs = p.depth[s * p.pixels + i];
+            if (zs < z) {
+                z = zs;
+                best = p.ids[s * p.pixels + i];
+            }
+        }
+    }
+    p.out[i] = best > 0 && p.kept ? p.kept[best - 1] + 1 : best;
 }
 
 GLRAST_KERNEL(raster_fwd, RasterParams) {

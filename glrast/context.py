@@ -115,6 +115,11 @@ def _fork_safe_context(index: int, cuda: bool) -> moderngl.Context:
         ) from None
 
 
+def _helper_context() -> RasterizeGLContext:
+    """A helper thread's context for sliced CPU draws (see pipeline.py)."""
+    return RasterizeGLContext(output_db=False, device="cpu")
+
+
 class RasterizeGLContext:
     """An OpenGL context for `rasterize`, bound to the thread that creates it.
 
@@ -267,7 +272,10 @@ class RasterizeGLContext:
         """The visibility pass's GL objects (programs, buffers, targets), created on
         first use; use it inside `activate()`."""
         if self._pipeline is None:
-            self._pipeline = RasterPipeline(self.gl)
+            # Helper contexts for large CPU draws are headless EGL ones: only a headless context's
+            # draws are sliced across them (a wrapped context's GL may differ from EGL's).
+            helpers = self._owns_gl and self.device.type == "cpu"
+            self._pipeline = RasterPipeline(self.gl, helper_context=_helper_context if helpers else None)
         return self._pipeline
 
     # -- lifetime ------------------------------------------------------------

@@ -1,6 +1,7 @@
 """GL render targets -> torch tensors, and tensors -> a GL texture (the viewer's image).
 
-CPU tensors: glReadPixels straight into the output tensor's memory (one copy).
+CPU tensors: glReadPixels straight into the output tensor's memory (one copy), through
+ctypes (glrast/glcalls.py: the GIL is released while it waits for the rasterizer).
 
 CUDA tensors: CUDA-GL interop, no trip through host memory. The render target
 textures are registered with CUDA (read-only) once per allocation; each copy maps
@@ -15,17 +16,20 @@ GL context must be NVIDIA's, on the tensor's GPU (see egl.py).
 The other direction (`TextureWriter`) is the same with the roles swapped: the
 texture is registered write-discard, and the copy goes from the tensor into the
 mapped array; CPU tensors are handed to glTexSubImage2D straight from their memory.
+`CudaBuffer` registers a GL buffer write-discard the same way, for kernels that write
+into it on torch's stream (the rasterizer's triangle corners).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 
-from . import cuda_driver
+from . import cuda_driver, glcalls
 
 GL_TEXTURE_2D = 0x0DE1
 
@@ -58,27 +62,24 @@ def interop_error_message(err: object, what: str, gl_error: str = "GL_NO_ERROR")
     return f"{message}. A GL error was pending: {pending}" if pending else message
 
 
-class CudaTargets:
-    """GL textures registered with CUDA on one device: render targets read into tensors
-    (`copy`), or, with write=True, textures filled from tensors (`write`, e.g. a viewer's image)."""
+class _Registered:
+    """GL objects registered with CUDA on one device, mapped on torch's current stream."""
 
-    def __init__(self, gl: Any, textures: Sequence[Any], device: torch.device, write: bool = False):
+    def __init__(self, gl: Any, device: torch.device, register: Callable[[Any], list[tuple]]):
+        """register(driver) -> the cuGraphicsGLRegister* results, one per object (called in the device's
+        context; a failure leaves nothing registered)."""
         from cuda.bindings import driver
 
         self.gl = gl
         self.device = device
         self._driver = driver
         self.resources: list[Any] = []
-        flags = driver.CUgraphicsRegisterFlags
-        flag = flags.CU_GRAPHICS_REGISTER_FLAGS_WRITE_DISCARD if write else flags.CU_GRAPHICS_REGISTER_FLAGS_READ_ONLY
         try:
             with cuda_driver.cuda_context(device):
-                for tex in textures:
-                    self.resources.append(
-                        self._check(driver.cuGraphicsGLRegisterImage(tex.glo, GL_TEXTURE_2D, flag), "registering")
-                    )
+                for result in register(driver):
+                    self.resources.append(self._check(result, "registering"))
         except BaseException:
-            self.release()  # leave no texture registered behind a half-made set
+            self.release()  # leave nothing registered behind a half-made set
             raise
 
     def _check(self, result: tuple, what: str):
@@ -86,6 +87,55 @@ class CudaTargets:
             message = interop_error_message(result[0], f"CUDA-GL interop on {self.device} ({what})", self.gl.error)
             raise cuda_driver.CudaError(message)
         return cuda_driver.check_cuda(result, what)
+
+    @contextlib.contextmanager
+    def _mapped(self, handles: Sequence[Any]) -> Iterator[int]:
+        """Map `handles` on torch's current stream, in the device's context; yields the stream.
+        Unmapped on the same stream afterwards, also when the body fails."""
+        driver = self._driver
+        stream = torch.cuda.current_stream(self.device).cuda_stream
+        # cuGraphicsMapResources takes the address of a C array of resource handles.
+        handle_array = (ctypes.c_void_p * len(handles))(*(int(h) for h in handles))
+        address = ctypes.addressof(handle_array)
+        with cuda_driver.cuda_context(self.device):
+            self._check(driver.cuGraphicsMapResources(len(handles), address, stream), "mapping")
+            try:
+                yield stream
+            except BaseException:
+                driver.cuGraphicsUnmapResources(len(handles), address, stream)
+                raise
+            self._check(driver.cuGraphicsUnmapResources(len(handles), address, stream), "unmapping")
+
+    def release(self) -> None:
+        """Unregister everything (idempotent); needs the GL context current.
+        Errors from a CUDA that is already shutting down are ignored."""
+        driver = self._driver
+        resources, self.resources = self.resources, []
+        if not resources:
+            return
+        failure = None
+        with cuda_driver.cuda_context(self.device):
+            for res in resources:
+                (err,) = driver.cuGraphicsUnregisterResource(res)
+                if int(err) != 0 and err.name not in _RESOURCE_GONE and failure is None:
+                    failure = interop_error_message(err, f"CUDA-GL interop on {self.device} (unregistering)")
+        if failure:
+            raise cuda_driver.CudaError(failure)
+
+
+class CudaTargets(_Registered):
+    """GL textures registered with CUDA on one device: render targets read into tensors
+    (`copy`), or, with write=True, textures filled from tensors (`write`, e.g. a viewer's image)."""
+
+    def __init__(self, gl: Any, textures: Sequence[Any], device: torch.device, write: bool = False):
+        def register(driver):
+            flags = driver.CUgraphicsRegisterFlags
+            flag = (
+                flags.CU_GRAPHICS_REGISTER_FLAGS_WRITE_DISCARD if write else flags.CU_GRAPHICS_REGISTER_FLAGS_READ_ONLY
+            )
+            return (driver.cuGraphicsGLRegisterImage(tex.glo, GL_TEXTURE_2D, flag) for tex in textures)
+
+        super().__init__(gl, device, register)
 
     def copy(self, outs: Sequence[tuple[int, torch.Tensor]], viewport: tuple[int, int, int, int]) -> None:
         """Copy the viewport of registered texture `i` into `out` for each (i, out);
@@ -104,51 +154,47 @@ class CudaTargets:
         driver = self._driver
         memory = driver.CUmemorytype
         x, y, width, height = viewport
-        stream = torch.cuda.current_stream(self.device).cuda_stream
         handles = [self.resources[i] for i, _ in pairs]
-        # cuGraphicsMapResources takes the address of a C array of resource handles.
-        handle_array = (ctypes.c_void_p * len(handles))(*(int(h) for h in handles))
-        address = ctypes.addressof(handle_array)
-        with cuda_driver.cuda_context(self.device):
-            self._check(driver.cuGraphicsMapResources(len(handles), address, stream), "mapping")
-            try:
-                for handle, (_, tensor) in zip(handles, pairs):
-                    pixel_bytes = tensor.numel() // (width * height) * tensor.element_size()
-                    array = self._check(driver.cuGraphicsSubResourceGetMappedArray(handle, 0, 0), "mapped array")
-                    desc = driver.CUDA_MEMCPY2D()
-                    if to_tensor:
-                        desc.srcMemoryType, desc.srcArray = memory.CU_MEMORYTYPE_ARRAY, array
-                        desc.srcXInBytes, desc.srcY = x * pixel_bytes, y
-                        desc.dstMemoryType, desc.dstDevice = memory.CU_MEMORYTYPE_DEVICE, tensor.data_ptr()
-                        desc.dstPitch = width * pixel_bytes
-                    else:
-                        desc.srcMemoryType, desc.srcDevice = memory.CU_MEMORYTYPE_DEVICE, tensor.data_ptr()
-                        desc.srcPitch = width * pixel_bytes
-                        desc.dstMemoryType, desc.dstArray = memory.CU_MEMORYTYPE_ARRAY, array
-                        desc.dstXInBytes, desc.dstY = x * pixel_bytes, y
-                    desc.WidthInBytes = width * pixel_bytes
-                    desc.Height = height
-                    self._check(driver.cuMemcpy2DAsync(desc, stream), "copy")
-            except BaseException:
-                driver.cuGraphicsUnmapResources(len(handles), address, stream)
-                raise
-            self._check(driver.cuGraphicsUnmapResources(len(handles), address, stream), "unmapping")
+        with self._mapped(handles) as stream:
+            for handle, (_, tensor) in zip(handles, pairs):
+                pixel_bytes = tensor.numel() // (width * height) * tensor.element_size()
+                array = self._check(driver.cuGraphicsSubResourceGetMappedArray(handle, 0, 0), "mapped array")
+                desc = driver.CUDA_MEMCPY2D()
+                if to_tensor:
+                    desc.srcMemoryType, desc.srcArray = memory.CU_MEMORYTYPE_ARRAY, array
+                    desc.srcXInBytes, desc.srcY = x * pixel_bytes, y
+                    desc.dstMemoryType, desc.dstDevice = memory.CU_MEMORYTYPE_DEVICE, tensor.data_ptr()
+                    desc.dstPitch = width * pixel_bytes
+                else:
+                    desc.srcMemoryType, desc.srcDevice = memory.CU_MEMORYTYPE_DEVICE, tensor.data_ptr()
+                    desc.srcPitch = width * pixel_bytes
+                    desc.dstMemoryType, desc.dstArray = memory.CU_MEMORYTYPE_ARRAY, array
+                    desc.dstXInBytes, desc.dstY = x * pixel_bytes, y
+                desc.WidthInBytes = width * pixel_bytes
+                desc.Height = height
+                self._check(driver.cuMemcpy2DAsync(desc, stream), "copy")
 
-    def release(self) -> None:
-        """Unregister every texture (idempotent); needs the GL context current.
-        Errors from a CUDA that is already shutting down are ignored."""
-        driver = self._driver
-        resources, self.resources = self.resources, []
-        if not resources:
-            return
-        failure = None
-        with cuda_driver.cuda_context(self.device):
-            for res in resources:
-                (err,) = driver.cuGraphicsUnregisterResource(res)
-                if int(err) != 0 and err.name not in _RESOURCE_GONE and failure is None:
-                    failure = interop_error_message(err, f"CUDA-GL interop on {self.device} (unregistering)")
-        if failure:
-            raise cuda_driver.CudaError(failure)
+
+class CudaBuffer(_Registered):
+    """A GL buffer registered with CUDA (write-discard) on one device: kernels on torch's stream
+    write into it while it is mapped (`mapped`), and GL commands issued after the unmap see what
+    they wrote. Re-register (a new CudaBuffer) after the buffer's storage is reallocated."""
+
+    def __init__(self, gl: Any, buffer: Any, device: torch.device):
+        def register(driver):
+            flag = driver.CUgraphicsRegisterFlags.CU_GRAPHICS_REGISTER_FLAGS_WRITE_DISCARD
+            return [driver.cuGraphicsGLRegisterBuffer(buffer.glo, flag)]
+
+        super().__init__(gl, device, register)
+
+    @contextlib.contextmanager
+    def mapped(self) -> Iterator[int]:
+        """The buffer's device address while mapped on torch's current stream."""
+        with self._mapped(self.resources) as _:
+            address, _size = self._check(
+                self._driver.cuGraphicsResourceGetMappedPointer(self.resources[0]), "mapped pointer"
+            )
+            yield int(address)
 
 
 class TargetReader:
@@ -167,13 +213,24 @@ class TargetReader:
         outs: Sequence[tuple[int, torch.Tensor]],  # (colour attachment, [H, W] or [H, W, C] contiguous)
         viewport: tuple[int, int, int, int],  # (x, y, width, height) in pixels; rows bottom-up as GL stores them
     ) -> None:
-        """Copy each listed attachment's viewport into its tensor (all on one device)."""
+        """Copy each listed attachment's viewport into its tensor (all on one device). On the CPU,
+        attachment -1 is the depth buffer (read as float32 in [0, 1]); colour attachments are read
+        as their texels' type (unsigned integer targets into int32 tensors, float into float32)."""
         device = outs[0][1].device
         if device.type == "cpu":
+            glcalls.bind_read_framebuffer(fbo.glo)
             for attachment, out in outs:
                 components = out.numel() // (viewport[2] * viewport[3])
-                dtype = "f4" if out.is_floating_point() else "u4"
-                fbo.read_into(out.numpy(), viewport=viewport, components=components, attachment=attachment, dtype=dtype)
+                if attachment < 0:
+                    layout = (glcalls.GL_DEPTH_COMPONENT, glcalls.GL_FLOAT)
+                else:
+                    glcalls.read_buffer(attachment)
+                    formats = glcalls.FLOAT_FORMATS if out.is_floating_point() else glcalls.INTEGER_FORMATS
+                    layout = (
+                        formats[components - 1],
+                        glcalls.GL_FLOAT if out.is_floating_point() else glcalls.GL_UNSIGNED_INT,
+                    )
+                glcalls.read_pixels(viewport, *layout, out.data_ptr())
             return
         if self._cuda is None:
             self._cuda = CudaTargets(fbo.ctx, fbo.color_attachments, device)

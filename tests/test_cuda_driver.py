@@ -178,12 +178,13 @@ def _stand_in_run(tmp_path, monkeypatch) -> tuple[str, list[tuple[str, str, str]
     # and the host build whose exports stand in for the module's globals.
     monkeypatch.setenv("GLRAST_CACHE_DIR", str(cache))
     kernels.build_nvrtc("interpolate", 90)
+    kernels.build_nvrtc("raster", 90)
     ptx_target = kernels.select_target(990, kernels.nvrtc_supported_archs())
     kernels.build_nvrtc("interpolate", ptx_target[1], "ptx")
     env = {
         **os.environ,
         "FAKE_CUDA_LOG": str(tmp_path / "log"),
-        "FAKE_CUDA_GLOBALS": str(kernels.build_host("interpolate")),
+        "FAKE_CUDA_GLOBALS": f"{kernels.build_host('interpolate')}:{kernels.build_host('raster')}",
         "LD_LIBRARY_PATH": os.pathsep.join(filter(None, [str(lib_dir), os.environ.get("LD_LIBRARY_PATH")])),
     }
     script = str(STANDINS / "cuda_driver_script.py")
@@ -206,7 +207,7 @@ def test_driver_calls_against_a_stand_in_libcuda(tmp_path, monkeypatch):
     # Every push is popped, and every call after the set-up runs in torch's primary context.
     depth = 0
     for call, ctx, _ in log:
-        if call in ("cuInit", "cuDeviceGet", "cuDevicePrimaryCtxRetain"):
+        if call in ("cuInit", "cuDeviceGet", "cuDevicePrimaryCtxRetain", "note"):  # notes: the script's GL steps
             continue
         assert ctx == primary, f"{call} ran in context {ctx}"
         depth += {"cuCtxPushCurrent": 1, "cuCtxPopCurrent": -1}.get(call, 0)
@@ -215,18 +216,18 @@ def test_driver_calls_against_a_stand_in_libcuda(tmp_path, monkeypatch):
 
     # Modules: the sm_90 cubin, then PTX for an architecture newer than NVRTC's; the mirrors'
     # layouts and constants are read back from the module's globals and agree.
-    assert args["cuModuleLoadData"] == ["elf=1 ptx_entry=0", "elf=0 ptx_entry=1"]
+    assert args["cuModuleLoadData"] == ["elf=1 ptx_entry=0", "elf=0 ptx_entry=1", "elf=1 ptx_entry=0"]
     read = {a.split()[1] for a in args["cuModuleGetGlobal"]}
-    assert {"glrast_fields_InterpolateParams", "glrast_layout_InterpolateParams"} <= read
+    assert {"glrast_fields_InterpolateParams", "glrast_layout_InterpolateParams", "glrast_layout_CornerParams"} <= read
     assert {"glrast_constant_names_triangle_ids", "glrast_fields_Accumulator"} <= read
     assert "layout error: InterpolateParams field 1: csrc/interpolate.cu has 'rast' where the Python mirror" in out
     # Launches: grid ceil(1000 / 256) on torch's stream, the struct and n by value; n = 0 launches nothing;
     # the launch with the context already current needs no push.
-    assert args["cuLaunchKernel"] == [
-        "0x5000 grid=4,1,1 block=256,1,1 shared=0 stream=0x5555 p=0x1234,119 n=1000",
-        "0x5000 grid=1,1,1 block=256,1,1 shared=0 stream=0x5555 p=0x1,2 n=3",
+    assert args["cuLaunchKernel"][:2] == [
+        "0x5000 grid=4,1,1 block=256,1,1 shared=0 stream=0x5555 p=0x1234,119,0,0 n=1000",
+        "0x5000 grid=1,1,1 block=256,1,1 shared=0 stream=0x5555 p=0x1,2,0,0 n=3",
     ]
-    last_launch = len(log) - 1 - calls[::-1].index("cuLaunchKernel")
+    last_launch = [i for i, (call, _, a) in enumerate(log) if call == "cuLaunchKernel" and "p=0x1,2," in a][0]
     assert calls[last_launch - 2 : last_launch + 2] == [  # the script's own push and pop, none of glrast's
         "cuCtxPopCurrent", "cuCtxPushCurrent", "cuLaunchKernel", "cuCtxPopCurrent"
     ]  # fmt: skip
@@ -245,7 +246,7 @@ def test_driver_calls_against_a_stand_in_libcuda(tmp_path, monkeypatch):
         elif call == "cuGraphicsUnmapResources":
             assert a == mapped
             mapped = None
-        elif call in ("cuGraphicsSubResourceGetMappedArray", "cuMemcpy2DAsync"):
+        elif call in ("cuGraphicsSubResourceGetMappedArray", "cuMemcpy2DAsync", "cuGraphicsResourceGetMappedPointer"):
             assert mapped is not None, f"{call} outside a map/unmap"
     assert mapped is None and all(a.endswith("stream=0x5555") for a in args["cuGraphicsMapResources"])
     ptr1, ptr0 = out.split("ptrs ")[1].split()[:2]
@@ -264,5 +265,31 @@ def test_driver_calls_against_a_stand_in_libcuda(tmp_path, monkeypatch):
     assert "register error: CUDA-GL interop on cuda:1 (registering) failed: CUDA_ERROR_INVALID_GRAPHICS_CONTEXT" in out
     registered = {a.split()[0] for a in args["cuGraphicsGLRegisterImage"]}
     unregistered = {a for a in args["cuGraphicsUnregisterResource"]}
-    assert unregistered == {hex(0x2000 + int(glo)) for glo in registered - {"8"}}
+    assert unregistered == {hex(0x2000 + int(glo)) for glo in registered - {"8"}} | {"0x600b"}
+
+    # The corner buffer (GL buffer 11): registered write-discard, then per gather one map, the mapped
+    # pointer, the raster_corners launch writing there (3 corners a triangle, pos and tri first in its
+    # params) and the unmap, all on torch's stream; unregistered before its storage is reallocated.
+    mapped_ptr = hex(0x600B << 20)
+    start = calls.index("note")
+    skip = ("cuCtxPushCurrent", "cuCtxPopCurrent", "cuModuleGetGlobal", "cuMemcpyDtoH", "cuModuleGetFunction")
+    corner_log = [(call, a) for call, _, a in log[start:] if call not in skip]
+    gather = [
+        ("cuGraphicsMapResources", "1 0x600b 0 stream=0x5555"),
+        ("cuGraphicsResourceGetMappedPointer", "0x600b"),
+    ]
+    launch = "0x5000 grid={},1,1 block=256,1,1 shared=0 stream=0x5555 p=0x7000,32768,0,{} n={}"
+    unmap = [("cuGraphicsUnmapResources", "1 0x600b 0 stream=0x5555")]
+    assert corner_log[: len(corner_log) - 3] == [
+        ("note", "orphan 480"),
+        ("cuGraphicsGLRegisterBuffer", "11 2"),
+        *gather, ("cuModuleLoadData", "elf=1 ptx_entry=0"),  # the raster module, on first use
+        ("cuLaunchKernel", launch.format(1, mapped_ptr, 30)), *unmap,
+        *gather, ("cuLaunchKernel", launch.format(1, mapped_ptr, 30)), *unmap,
+        ("cuGraphicsUnregisterResource", "0x600b"), ("note", "orphan 4800"), ("cuGraphicsGLRegisterBuffer", "11 2"),
+        *gather, ("cuLaunchKernel", launch.format(2, mapped_ptr, 300)), *unmap,
+        *gather,  # fails: unmapped all the same
+    ]  # fmt: skip
+    assert corner_log[-3:] == [*unmap, ("cuGraphicsUnregisterResource", "0x600b"), ("note", "buffer released")]
+    assert "pointer error: CUDA-GL interop on cuda:1 (mapped pointer) failed: CUDA_ERROR_INVALID_VALUE" in out
     assert "pci 0000:0B:00.0" in out

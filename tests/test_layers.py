@@ -16,7 +16,7 @@ PACKAGE = Path(glrast.__file__).resolve().parent
 # Lowest first; a module may import only modules listed before it (README "Layout").
 LAYERS = [
     ("base", ["_version", "_log", "_resources", "_progress", "_checks", "ids", "params", "cuda_driver"]),
-    ("kernel runtime, EGL, interop", ["kernels", "egl", "interop"]),
+    ("kernel runtime, EGL, interop", ["kernels", "egl", "glcalls", "interop"]),
     ("GL layer", ["pipeline", "context"]),
     ("ops", ["ops"]),
     ("primitives", ["raster", "interpolation", "texturing", "antialiasing"]),

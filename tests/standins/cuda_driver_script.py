@@ -14,7 +14,7 @@ torch.cuda.get_device_properties = lambda device=None: types.SimpleNamespace(mul
 
 from cuda.bindings import driver  # noqa: E402
 
-from glrast import cuda_driver, interop, kernels  # noqa: E402
+from glrast import cuda_driver, interop, kernels, pipeline  # noqa: E402
 from glrast.interpolation import InterpolateParams  # noqa: E402
 from glrast.params import KernelContractError, Params  # noqa: E402
 
@@ -69,3 +69,33 @@ driver.cuCtxPushCurrent(cuda_driver.primary_context(1))  # already current: no p
 mod.launch("interpolate_fwd", InterpolateParams(attr=1, rast=2), 3)
 driver.cuCtxPopCurrent()
 print("pci", cuda_driver.pci_bus_id(1))
+
+# The corner buffer: registered write-discard once per allocation, mapped on torch's stream around the
+# raster_corners launch that writes into it, re-registered after it grows.
+torch.cuda.get_device_capability = lambda device=None: (9, 0)
+
+
+class FakeBuffer:  # a moderngl.Buffer's part that the corner buffer uses
+    glo, size = 11, 48
+
+    def orphan(self, size):
+        fake.fake_note(f"orphan {size}".encode())
+        self.size = size
+
+    def release(self):
+        fake.fake_note(b"buffer released")
+
+
+corners = pipeline.CornerBuffer(types.SimpleNamespace(error="GL_NO_ERROR", buffer=lambda reserve: FakeBuffer()))
+pos = types.SimpleNamespace(device=dev, ndim=3, shape=(2, 5, 4), data_ptr=lambda: 0x7000)
+tri = types.SimpleNamespace(data_ptr=lambda: 0x8000)
+corners.gather(pos, tri, None, 1, 4, 10)  # 480 bytes: grows, registers, maps, launches, unmaps
+corners.gather(pos, tri, None, 1, 0, 0)  # nothing to draw: no map, no launch
+corners.gather(pos, tri, None, 0, 0, 10)  # the same registration
+corners.gather(pos, tri, None, 0, 0, 100)  # grows again: unregistered first, registered anew
+fake.fake_fail(b"cuGraphicsResourceGetMappedPointer", 1, 0)
+try:
+    corners.gather(pos, tri, None, 0, 0, 10)
+except cuda_driver.CudaError as e:
+    print("pointer error:", e)
+corners.release()

@@ -2,8 +2,9 @@
 // every driver call glrast makes, with the context current at the time, to
 // $FAKE_CUDA_LOG, and fails one chosen call on request (fake_fail). Module
 // globals (the layouts and constants the loader checks) are read from the host
-// build of the same kernel source, $FAKE_CUDA_GLOBALS, which exports the same
-// symbols with the same values.
+// builds of the same kernel sources, $FAKE_CUDA_GLOBALS (colon-separated; the
+// first that has the symbol answers), which export the same symbols with the
+// same values.
 #include <dlfcn.h>
 #include <link.h>
 #include <stdarg.h>
@@ -41,6 +42,8 @@ void fake_fail(const char* name, int code, int skip) {
     fail_code = code;
     fail_skip = skip;
 }
+// A line of the caller's own in the log, to order its steps among the driver calls.
+void fake_note(const char* text) { call("note", " %s", text); }
 CUresult cuDriverGetVersion(int* v) { *v = 13000; return 0; }
 CUresult cuGetProcAddress_v2(const char* sym, void** pfn, int, u64, int* status) {
     *pfn = dlsym(RTLD_DEFAULT, sym);
@@ -67,8 +70,17 @@ CUresult cuModuleLoadData(u64* mod, const void* image) {
     return call("cuModuleLoadData", " elf=%d ptx_entry=%d", elf, entry);
 }
 CUresult cuModuleGetGlobal(u64* dptr, size_t* bytes, u64 mod, const char* name) {
-    static void* host = dlopen(getenv("FAKE_CUDA_GLOBALS"), RTLD_NOW | RTLD_LOCAL);
-    void* sym = host ? dlsym(host, name) : NULL;
+    static void* hosts[8];
+    static int count = -1;
+    if (count < 0) {
+        count = 0;
+        char paths[4096];
+        strncpy(paths, getenv("FAKE_CUDA_GLOBALS"), sizeof paths - 1);
+        for (char* path = strtok(paths, ":"); path && count < 8; path = strtok(NULL, ":"))
+            hosts[count++] = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    }
+    void* sym = NULL;
+    for (int k = 0; k < count && !sym; ++k) sym = hosts[k] ? dlsym(hosts[k], name) : NULL;
     const ElfW(Sym)* entry = NULL;
     Dl_info info;
     if (sym) dladdr1(sym, &info, (void**)&entry, RTLD_DL_SYMENT);
@@ -87,14 +99,24 @@ CUresult cuModuleGetFunction(u64* fn, u64 mod, const char* name) {
 }
 CUresult cuLaunchKernel(u64 fn, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                         unsigned shared, u64 stream, void** params, void** extra) {
-    const u64* p = (const u64*)params[0];
-    return call("cuLaunchKernel", " %#llx grid=%u,%u,%u block=%u,%u,%u shared=%u stream=%#llx p=%#llx,%lld n=%lld%s",
-                fn, gx, gy, gz, bx, by, bz, shared, stream, p[0], (long long)p[1], *(const long long*)params[1],
+    const u64* p = (const u64*)params[0];  // the params struct's first four 8-byte words
+    return call("cuLaunchKernel",
+                " %#llx grid=%u,%u,%u block=%u,%u,%u shared=%u stream=%#llx p=%#llx,%lld,%#llx,%#llx n=%lld%s", fn, gx,
+                gy, gz, bx, by, bz, shared, stream, p[0], (long long)p[1], p[2], p[3], *(const long long*)params[1],
                 extra ? " extra" : "");
 }
 CUresult cuGraphicsGLRegisterImage(u64* res, unsigned image, unsigned target, unsigned flags) {
     *res = 0x2000 + image;
     return call("cuGraphicsGLRegisterImage", " %u %#x %u", image, target, flags);
+}
+CUresult cuGraphicsGLRegisterBuffer(u64* res, unsigned buffer, unsigned flags) {
+    *res = 0x6000 + buffer;
+    return call("cuGraphicsGLRegisterBuffer", " %u %u", buffer, flags);
+}
+CUresult cuGraphicsResourceGetMappedPointer(u64* ptr, size_t* size, u64 res) {
+    *ptr = res << 20;
+    *size = 4096;
+    return call("cuGraphicsResourceGetMappedPointer", " %#llx", res);
 }
 CUresult cuGraphicsMapResources(unsigned count, const u64* res, u64 stream) {
     return call("cuGraphicsMapResources", " %u %#llx %#llx stream=%#llx", count, res[0], count > 1 ? res[1] : 0,
