@@ -229,8 +229,11 @@ class Viewer:
     width, height: window size in pixels; None: sized to the first images shown (small
         images enlarged by an integer factor, the whole kept on the screen).
     title: window title.
-    max_fps: at most this many frames a second are uploaded and drawn (None: no limit);
-        `show()` calls in between return at once.
+    max_fps: at most this many frames a second are uploaded and drawn (None: no limit, every
+        call draws); `show()` calls in between return at once.
+    max_share: with max_fps set, the largest share of the wall time that drawing may take: after
+        a frame that took t seconds the next waits at least t / max_share (on software GL a
+        frame can cost 10+ ms, which at 30 frames a second would slow a training loop by a third).
 
     The window opens with the first frame. Esc (or the window's close button) closes it.
     Raises ViewerUnavailableError (a RuntimeError) where no window can be opened.
@@ -238,14 +241,18 @@ class Viewer:
     """
 
     def __init__(self, width: int | None = None, height: int | None = None, title: str = "glrast",
-                 max_fps: float | None = 30) -> None:  # fmt: skip
+                 max_fps: float | None = 30, max_share: float = 0.05) -> None:  # fmt: skip
         for name, value in (("width", width), ("height", height)):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ValueError(f"Viewer: {name} must be a positive int or None, got {value!r}")
         if max_fps is not None and not (isinstance(max_fps, (int, float)) and max_fps > 0):
             raise ValueError(f"Viewer: max_fps must be a positive number or None, got {max_fps!r}")
+        if not (isinstance(max_share, (int, float)) and 0 < max_share <= 1):
+            raise ValueError(f"Viewer: max_share must be a number in (0, 1], got {max_share!r}")
         self.max_fps = max_fps
+        self.max_share = max_share
         self._interval = 0.0 if max_fps is None else 1.0 / max_fps
+        self._hold = self._interval  # the wait after the last frame: the interval, or longer after a slow frame
         self._thread = threading.get_ident()
         self._fixed_size = (width, height) if width is not None and height is not None else None
         self._glfw = glfw = _open_glfw()
@@ -359,7 +366,7 @@ class Viewer:
             raise ValueError(f"Viewer.show: labels must be one string per image ({len(items)}), got {labels!r}")
         now = time.perf_counter()
         self._last_show = now
-        if not self._poll() or now - self._last_upload < self._interval:
+        if not self._poll() or now - self._last_upload < self._hold:
             return not self.closed
         canvas = compose(items)
         with self.activate():
@@ -373,7 +380,14 @@ class Viewer:
             self._frame(now)
         self._last_upload = now
         self.frames += 1
+        self._spent(now)
         return True
+
+    def _spent(self, start: float) -> None:
+        """A frame begun at `start` has been drawn: hold the next one back so that drawing stays
+        within max_share of the time (only where max_fps limits the rate at all)."""
+        if self.max_fps is not None:
+            self._hold = max(self._interval, (time.perf_counter() - start) / self.max_share)
 
     def plot(self, name: str, value: Any) -> bool:
         """Append `value` (a number or a one-element tensor, e.g. a loss) to the curve `name`,
@@ -392,9 +406,10 @@ class Viewer:
         # A loop that calls show() gets its curves drawn with its images; only one that does not
         # (lately) gets frames from plot() itself.
         showing = now - self._last_show < max(2 * self._interval, 0.1)
-        if self._poll() and not showing and now - self._last_frame >= self._interval:
+        if self._poll() and not showing and now - self._last_frame >= self._hold:
             with self.activate():
                 self._frame(now)
+            self._spent(now)
         return not self.closed
 
     def screenshot(self) -> np.ndarray:

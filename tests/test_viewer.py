@@ -127,7 +127,7 @@ def test_esc_closes_and_input_events_arrive(xdisplay):
 
 def test_rate_limit(xdisplay):
     image = torch.rand(64, 64, 3)
-    with Viewer(max_fps=30) as viewer:
+    with Viewer(max_fps=30, max_share=1.0) as viewer:  # the rate alone (a frame's cost sets no wait)
         uploads = []
         write = viewer._writer.write
         viewer._writer.write = lambda texture, canvas: uploads.append(1) or write(texture, canvas)
@@ -151,6 +151,19 @@ def test_rate_limit(xdisplay):
         for _ in range(10):
             viewer.show(image)
         assert viewer.frames == 10
+
+
+def test_slow_frames_keep_within_their_share_of_the_time(xdisplay):
+    image = torch.rand(32, 32, 3)
+    for share, fewest, most in ((0.05, 1, 4), (1.0, 15, 50)):
+        with Viewer(max_fps=1000, max_share=share) as viewer:
+            write = viewer._writer.write
+            # every upload takes 20 ms: within 5 % of the time that leaves one frame per 0.4 s
+            viewer._writer.write = lambda texture, canvas, write=write: time.sleep(0.02) or write(texture, canvas)
+            start = time.perf_counter()
+            while time.perf_counter() - start < 1.0:
+                viewer.show(image)
+            assert fewest <= viewer.frames <= most, (share, viewer.frames)
 
 
 def scene():
@@ -225,6 +238,8 @@ def test_bad_arguments(xdisplay):
         Viewer(width=0)
     with pytest.raises(ValueError, match="Viewer: max_fps must be a positive number or None"):
         Viewer(max_fps=0)
+    with pytest.raises(ValueError, match=r"Viewer: max_share must be a number in \(0, 1\], got 0"):
+        Viewer(max_share=0)
     with Viewer() as viewer:
         with pytest.raises(ValueError, match=r"images must be \[H, W, C\] or \[N, H, W, C\].*got shape \(5, 5\)"):
             viewer.show(torch.zeros(5, 5))
