@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _fit_record import fit_record
 from compare import PEER_PYTHONS, find_peer_python
 
 HERE = Path(__file__).resolve().parent
@@ -138,19 +138,7 @@ def fit_glrast(problem_path: str, res: int, budget: float, max_steps: int, devic
         "device": str(dev),
         "threads": torch.get_num_threads(),
         "res": res,
-        "setup_s": round(setup_s, 3),
-        "first_step_s": round(step_times[0], 4),
-        "median_step_s": round(float(np.median(step_times)), 5),
-        "rmse_start": rmse_start,
-        "steps_to_target": reached[0] if reached else None,
-        "time_to_target_s": round(reached[1], 3) if reached else None,
-        "steps": step,
-        "elapsed_s": round(trace[-1][1], 3),
-        "rmse_final": trace[-1][2],
-        "loss_final": trace[-1][3],
-        "rss_after_import_mb": rss_import,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
-        "trace": trace[:: max(1, len(trace) // 200)],
+        **fit_record(setup_s, step_times, rmse_start, reached, step, trace, rss_import),
     }
 
 

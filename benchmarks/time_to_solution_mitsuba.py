@@ -26,12 +26,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import time
 
 import drjit as dr
 import mitsuba as mi
 import numpy as np
+from _fit_record import fit_record
 
 
 def rss_mb() -> int:
@@ -148,19 +148,7 @@ def main() -> None:
         "spp": a.spp,
         "threads": dr.thread_count(),
         "res": a.res,
-        "setup_s": round(setup_s, 3),
-        "first_step_s": round(step_times[0], 4),
-        "median_step_s": round(float(np.median(step_times)), 5),
-        "rmse_start": rmse_start,
-        "steps_to_target": reached[0] if reached else None,
-        "time_to_target_s": round(reached[1], 3) if reached else None,
-        "steps": step,
-        "elapsed_s": round(trace[-1][1], 3),
-        "rmse_final": trace[-1][2],
-        "loss_final": trace[-1][3],
-        "rss_after_import_mb": rss_import,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
-        "trace": trace[:: max(1, len(trace) // 200)],
+        **fit_record(setup_s, step_times, rmse_start, reached, step, trace, rss_import),
     }
     print("RESULT " + json.dumps(rec), flush=True)
 
