@@ -28,6 +28,7 @@ import torch
 from torch import _C
 
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
+_SCALARS = (int, bool, float, str, type(None), list)  # the schemas' other argument types: never a subclass
 dispatch_always = False  # route every call through the dispatcher (the tests compare both routes)
 
 
@@ -38,7 +39,8 @@ def _eager(args: tuple) -> bool:
     if _C._len_torch_dispatch_stack() or _C._is_torch_function_mode_enabled():
         return False
     for a in args:  # a loop, not a generator: this runs on every call
-        if type(a) not in _PLAIN and isinstance(a, torch.Tensor):
+        kind = type(a)
+        if kind not in _PLAIN and kind not in _SCALARS and isinstance(a, torch.Tensor):
             return False
     return True
 

@@ -144,6 +144,22 @@ def test_explain_reports_no_graph_breaks(scene):
     assert (explained.graph_count, explained.graph_break_count) == (1, 0), explained.break_reasons
 
 
+def test_export_holds_the_glrast_ops_and_runs_as_eager(scene):
+    """torch.export traces the whole step with fake tensors: its graph holds glrast's ops, and the
+    exported program computes the eager loss exactly."""
+
+    class Step(torch.nn.Module):
+        def forward(self, verts, colors, tex):
+            return scene.loss(verts, colors, tex)
+
+    leaves = [t.detach() for t in scene.leaves]
+    exported = torch.export.export(Step(), tuple(leaves))
+    ops_in_graph = {str(n.target) for n in exported.graph.nodes if str(n.target).startswith("glrast.")}
+    assert {"glrast.rasterize.default", "glrast.interpolate.default", "glrast.texture.default",
+            "glrast.antialias.default"} <= ops_in_graph  # fmt: skip
+    assert torch.equal(exported.module()(*leaves), scene.loss(*leaves))
+
+
 def test_compiled_step_equals_eager(scene):
     """fullgraph=True over the whole step, through AOT autograd (backend aot_eager: the graphs glrast's ops
     end up in, without inductor's code generation, which the README's example in
