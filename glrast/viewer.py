@@ -253,6 +253,7 @@ class Viewer:
         self.max_share = max_share
         self._interval = 0.0 if max_fps is None else 1.0 / max_fps
         self._hold = self._interval  # the wait after the last frame: the interval, or longer after a slow frame
+        self._drawn = False  # a first frame was drawn: it also built the GL objects, so its time says nothing
         self._thread = threading.get_ident()
         self._fixed_size = (width, height) if width is not None and height is not None else None
         self._glfw = glfw = _open_glfw()
@@ -386,8 +387,9 @@ class Viewer:
     def _spent(self, start: float) -> None:
         """A frame begun at `start` has been drawn: hold the next one back so that drawing stays
         within max_share of the time (only where max_fps limits the rate at all)."""
-        if self.max_fps is not None:
+        if self.max_fps is not None and self._drawn:
             self._hold = max(self._interval, (time.perf_counter() - start) / self.max_share)
+        self._drawn = True
 
     def plot(self, name: str, value: Any) -> bool:
         """Append `value` (a number or a one-element tensor, e.g. a loss) to the curve `name`,
