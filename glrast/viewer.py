@@ -234,6 +234,8 @@ class Viewer:
     max_share: with max_fps set, the largest share of the wall time that drawing may take: after
         a frame that took t seconds the next waits at least t / max_share (on software GL a
         frame can cost 10+ ms, which at 30 frames a second would slow a training loop by a third).
+        The first frame, which also builds the window's GL objects, holds the next back by the
+        max_fps interval only.
 
     The window opens with the first frame. Esc (or the window's close button) closes it.
     Raises ViewerUnavailableError (a RuntimeError) where no window can be opened.
