@@ -16,8 +16,9 @@ Calling an `Op` in plain eager mode runs the same implementation under the same 
 formula (an equivalent ``torch.autograd.Function``) without the dispatcher, whose Python
 round trips cost 30-80 µs a call, more than most ops take on small inputs. Everything else
 goes through ``torch.ops.glrast.<name>``: tracing by torch.compile or torch.export, torch.func
-transforms, an active dispatch or function mode (FakeTensorMode, FlopCounterMode, ``with torch.device(...)``), a
-tensor subclass among the arguments, and every call while `dispatch_always` is set.
+transforms, an active dispatch or function mode (FakeTensorMode, FlopCounterMode,
+``with torch.device(...)``), a tensor subclass among the arguments, and every call while
+`dispatch_always` is set.
 """
 
 from __future__ import annotations
