@@ -153,14 +153,20 @@ def test_rate_limit(xdisplay):
         assert viewer.frames == 10
 
 
+def slow_uploads(viewer, seconds):
+    """Make each of the viewer's uploads take `seconds` longer; returns the original upload."""
+    write = viewer._writer.write
+    viewer._writer.write = lambda texture, canvas: time.sleep(seconds) or write(texture, canvas)
+    return write
+
+
 def test_slow_frames_keep_within_their_share_of_the_time(xdisplay):
     image = torch.rand(32, 32, 3)
     # (the first frame, which also builds the GL objects, holds nothing back: one more frame)
     for share, fewest, most in ((0.05, 2, 5), (1.0, 15, 50)):
         with Viewer(max_fps=1000, max_share=share) as viewer:
-            write = viewer._writer.write
             # every upload takes 20 ms: within 5 % of the time that leaves one frame per 0.4 s
-            viewer._writer.write = lambda texture, canvas, write=write: time.sleep(0.02) or write(texture, canvas)
+            slow_uploads(viewer, 0.02)
             start = time.perf_counter()
             while time.perf_counter() - start < 1.0:
                 viewer.show(image)
@@ -172,8 +178,7 @@ def test_a_slow_first_frame_holds_nothing_back(xdisplay):
     of what later frames cost, so the next frame comes after max_fps's interval, not 20x its time."""
     image = torch.rand(32, 32, 3)
     with Viewer(max_fps=20, max_share=0.05) as viewer:
-        write = viewer._writer.write
-        viewer._writer.write = lambda texture, canvas, write=write: time.sleep(0.3) or write(texture, canvas)
+        write = slow_uploads(viewer, 0.3)
         viewer.show(image)
         viewer._writer.write = write
         start = time.perf_counter()
