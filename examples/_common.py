@@ -63,10 +63,12 @@ class LiveDisplay:
         """target, current: [H, W, C] images in [0, 1], row 0 = bottom; loss: this step's value."""
         if self.viewer is None:
             return
-        self.viewer.plot(curve, loss)
-        target, current = target.detach(), current.detach()
-        images = [target, current, (target - current).abs()]
-        if not self.viewer.show(images, labels=("target", "current", "|target - current|")):
+        open_ = self.viewer.plot(curve, loss)
+        if open_ and self.viewer.due:  # the difference image is made only for frames drawn
+            target, current = target.detach(), current.detach()
+            open_ = self.viewer.show([target, current, (target - current).abs()],
+                                     labels=("target", "current", "|target - current|"))  # fmt: skip
+        if not open_:
             self._closed()
 
     def hold(self, images: Sequence[torch.Tensor], labels: Sequence[str]) -> None:

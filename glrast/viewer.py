@@ -25,6 +25,7 @@ glfw is imported on the first Viewer, never by `import glrast`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import threading
@@ -45,6 +46,9 @@ _FIX = (
     "or save images to files instead (the examples' --out)"
 )
 _BACKGROUND = (0.12, 0.12, 0.13)
+# show() and plot() in a tight loop process window events at most this often (seconds): polling
+# costs more than a fast training step's share, and 100 times a second is prompt for any input.
+_POLL_S = 0.01
 _LABEL_PX = 16  # height of a label strip / text line, in window pixels
 _PLOT_PX = 150  # height of the plot panel
 _MIN_IMAGE_PX = 256  # small images are enlarged (by an integer factor) to about this height
@@ -266,8 +270,8 @@ class Viewer:
             raise
         self.frames = 0  # show() calls that uploaded and drew their images
         self._last_upload = -math.inf  # show()'s clock
+        self._last_poll = -math.inf
         self._last_frame = -math.inf  # any frame's: plot() redraws on its own only when show() is not called
-        self._last_show = time.perf_counter()  # the last show() call, or the viewer's creation
         self._images: list[tuple[int, int, int]] = []  # (left column in the canvas, height, width)
         self._labels: list[str] = []
         self._curves: dict[str, list[Any]] = {}
@@ -361,15 +365,14 @@ class Viewer:
             or uint8; CPU or CUDA. Row 0 is the bottom row (glrast's convention), shown upright.
         labels: None, or one string per image, drawn above it.
         Uploads and draws at most max_fps times a second; calls in between only process
-        the window's events.
+        the window's events (at most 100 times a second). See `due` to skip preparing images.
         """
         self._check_thread("show")
         items = _as_images(images)
         if labels is not None and (isinstance(labels, str) or len(labels) != len(items)):
             raise ValueError(f"Viewer.show: labels must be one string per image ({len(items)}), got {labels!r}")
         now = time.perf_counter()
-        self._last_show = now
-        if not self._poll() or now - self._last_upload < self._hold:
+        if not self._poll(now) or not self.due:
             return not self.closed
         canvas = compose(items)
         with self.activate():
@@ -385,6 +388,12 @@ class Viewer:
         self.frames += 1
         self._spent(now)
         return True
+
+    @property
+    def due(self) -> bool:
+        """True when the next `show()` would upload and draw (the rate limit lets it): a loop
+        that prepares images only for the window can skip that work when it is not."""
+        return time.perf_counter() - self._last_upload >= self._hold and not self.closed
 
     def _spent(self, start: float) -> None:
         """A frame begun at `start` has been drawn: hold the next one back so that drawing stays
@@ -407,10 +416,10 @@ class Viewer:
             raise TypeError(f"Viewer.plot: value must be a number or a one-element tensor, got {type(value).__name__}")
         self._curves.setdefault(str(name), []).append(value)
         now = time.perf_counter()
-        # A loop that calls show() gets its curves drawn with its images; only one that does not
-        # (lately) gets frames from plot() itself.
-        showing = now - self._last_show < max(2 * self._interval, 0.1)
-        if self._poll() and not showing and now - self._last_frame >= self._hold:
+        # A loop that shows images gets its curves drawn with them; only one that has not lately
+        # (in two frames' time: a loop may call show() only when it is `due`) gets frames from plot().
+        showing = now - self._last_upload < 2 * max(self._hold, 0.05)
+        if self._poll(now) and not showing and now - self._last_frame >= self._hold:
             with self.activate():
                 self._frame(now)
             self._spent(now)
@@ -434,7 +443,7 @@ class Viewer:
         if self.closed:
             return False
         self._glfw.wait_events_timeout(timeout)
-        return self._poll()
+        return self._poll(None)
 
     def input_events(self) -> list[InputEvent]:
         """The key presses, mouse drags and wheel steps since the last call (Esc is not
@@ -464,10 +473,14 @@ class Viewer:
                 self._destroy()
 
     # -- events --------------------------------------------------------------------------------
-    def _poll(self) -> bool:
-        """Process window events; closes the window if the user asked to. False once closed."""
+    def _poll(self, now: float | None) -> bool:
+        """Process window events, unless they were processed less than _POLL_S before `now` (None:
+        process them); closes the window if the user asked to. False once closed."""
         if self._window is None:
             return False
+        if now is not None and now - self._last_poll < _POLL_S:
+            return True
+        self._last_poll = time.perf_counter() if now is None else now
         self._glfw.poll_events()
         if self._window is not None and self._glfw.window_should_close(self._window):
             self._destroy()
@@ -705,14 +718,43 @@ def _fmt(value: float, log: bool) -> str:
 
 
 def _text_mask(text: str, height: int) -> np.ndarray:
-    """[h, w] uint8 coverage of `text` in pillow's default font, rows bottom-up (as GL stores them)."""
-    from PIL import Image, ImageDraw, ImageFont
+    """[h, w] uint8 coverage of `text` in pillow's default font, rows bottom-up (as GL stores them).
+    Put together from cached glyphs: the legend and the scale line change every frame, and laying
+    out a whole line in pillow costs more than a frame's drawing."""
+    glyphs = [_glyph(ch, height) for ch in text]
+    starts, pen = [], 1.0
+    for _, bearing, advance in glyphs:
+        starts.append(round(pen + bearing))
+        pen += advance
+    shift = max(0, -min(starts, default=0))
+    width = max([round(pen)] + [x + g.shape[1] for (g, _, _), x in zip(glyphs, starts)]) + shift + 1
+    mask = np.zeros((height, width), np.uint8)
+    for (glyph, _, _), x in zip(glyphs, starts):
+        region = mask[:, x + shift : x + shift + glyph.shape[1]]
+        np.maximum(region, glyph, out=region)  # neighbours' antialiased edges may overlap
+    return np.ascontiguousarray(mask[::-1])
 
-    font = ImageFont.load_default(size=height - 3)
-    x0, _, x1, _ = font.getbbox(text)
-    image = Image.new("L", (max(1, x1 - min(x0, 0) + 2), height))
-    ImageDraw.Draw(image).text((1 - min(x0, 0), 0), text, font=font, fill=255)
-    return np.ascontiguousarray(np.asarray(image)[::-1])
+
+@functools.lru_cache(maxsize=1024)
+def _glyph(ch: str, height: int) -> tuple[np.ndarray, int, float]:
+    """One character: its coverage [height, w] (rows top-down), where it starts relative to the pen
+    (its left bearing, negative where it reaches back), and how far it moves the pen."""
+    from PIL import Image, ImageDraw
+
+    font = _font(height - 3)
+    x0, _, x1, _ = font.getbbox(ch)
+    bearing = min(x0, 0)
+    image = Image.new("L", (max(1, x1 - bearing), height))
+    ImageDraw.Draw(image).text((-bearing, 0), ch, font=font, fill=255)
+    return np.asarray(image), bearing, font.getlength(ch)
+
+
+@functools.lru_cache(maxsize=4)
+def _font(size: int) -> Any:
+    """Pillow's default font at `size` pixels (loading it costs more than drawing with it)."""
+    from PIL import ImageFont
+
+    return ImageFont.load_default(size=size)
 
 
 _default: dict[str, Viewer] = {}
