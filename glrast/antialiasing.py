@@ -269,8 +269,8 @@ def _antialias_backward_impl(color, pos, tri, keys, tris, alpha, edge, grad_out,
 
 
 def _antialias_backward_fake(color, pos, tri, keys, tris, alpha, edge, grad_out, boost, want_color, want_pos):
-    return torch.empty_like(color) if want_color else ops.absent(color), (
-        torch.empty_like(pos) if want_pos else ops.absent(pos)
+    return torch.empty_like(color) if want_color else color.new_empty(0), (
+        torch.empty_like(pos) if want_pos else pos.new_empty(0)
     )
 
 

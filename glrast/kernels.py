@@ -58,7 +58,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -68,7 +68,7 @@ from ._log import logger
 from ._resources import resource_dir
 from ._version import __version__
 from .cuda_driver import check_cuda, cuda_context
-from .params import Accumulator, FixedParams, Params, check_constants, check_layout, expect_constants, ptr
+from .params import Accumulator, FixedParams, Params, check_constants, check_layout, expect_constants
 
 # Both compilers read the kernels as the same C++ dialect.
 CXX_STANDARD = "-std=c++20"
@@ -371,11 +371,8 @@ class HostModule(_Module):
         if type(params) not in self._checked:
             self._check(type(params))
         fn = self._functions.get(kernel) or self._function(kernel)
-        if kernel in self.scatters:
-            for _ in passes(params):
-                fn(ctypes.addressof(params), n, self.threads())
-            return
-        fn(ctypes.addressof(params), n, self.threads())
+        for _ in passes(params, kernel in self.scatters):
+            fn(ctypes.addressof(params), n, self.threads())
 
 
 # ---------------------------------------------------------------------------
@@ -526,7 +523,7 @@ class CudaModule(_Module):
             stream = torch.cuda.current_stream(self.device).cuda_stream
             # The driver copies params at each launch: the second pass of a scatter kernel in
             # deterministic mode sees the accumulators' new mode.
-            for _ in passes(params) if kernel in self.scatters else (None,):
+            for _ in passes(params, kernel in self.scatters):
                 check_cuda(
                     driver.cuLaunchKernel(fn, blocks, 1, 1, CUDA_BLOCK, 1, 1, 0, stream, ctypes.addressof(args), 0),
                     f"launch of {self.name}.{kernel} on {self.device}",
@@ -550,7 +547,11 @@ def accumulator_cap_bytes() -> int:
     """The most memory one gradient's per-thread copies may take on the host
     (``$GLRAST_ACCUMULATOR_MB``, default 256 MiB); above it the threads share one
     copy and add with atomics, which is slower but needs no extra memory."""
-    raw = os.environ.get(ACCUMULATOR_MB_ENV, "")
+    return _cap_bytes(os.environ.get(ACCUMULATOR_MB_ENV, ""))
+
+
+@functools.lru_cache(maxsize=8)  # read on every backward: parsing costs more than a small launch
+def _cap_bytes(raw: str) -> int:
     try:
         megabytes = float(raw) if raw else DEFAULT_ACCUMULATOR_MB
     except ValueError:
@@ -600,16 +601,20 @@ def accumulator(
     scatter kernel's params; `collect(storage)` gives the gradient after the launch. In
     deterministic mode (see `deterministic`) a fixed-point accumulator (one, shared), else float
     slots: one per host thread while they fit in the cap (see `accumulator_cap_bytes`), else one."""
+    global _fixed_sums_made
     size = math.prod(shape)
     if deterministic():
+        _fixed_sums_made = True
         sums = torch.zeros(*shape, 2, dtype=torch.int64, device=device)
         peak = torch.zeros(*shape, dtype=torch.int32, device=device)
         acc = Accumulator(data=sums.data_ptr(), peak=peak.data_ptr(), size=size, count=1, mode=ACC_PEAK)
         return FixedSums(mod, sums, peak), acc
     count = mod.accumulation_slots(size)
-    grad = torch.zeros(*shape, dtype=torch.float32, device=device)
-    spare = torch.zeros(count - 1, *shape, dtype=torch.float32, device=device) if count > 1 else None
-    return FloatSlots(grad, spare), Accumulator(data=grad.data_ptr(), spare=ptr(spare), size=size, count=count)
+    grad = torch.zeros(shape, dtype=torch.float32, device=device)
+    if count == 1:
+        return FloatSlots(grad, None), Accumulator(data=grad.data_ptr(), size=size, count=1)
+    spare = torch.zeros(count - 1, *shape, dtype=torch.float32, device=device)
+    return FloatSlots(grad, spare), Accumulator(data=grad.data_ptr(), spare=spare.data_ptr(), size=size, count=count)
 
 
 def collect(storage: FloatSlots | FixedSums) -> torch.Tensor:
@@ -627,9 +632,18 @@ def _accumulator_fields(kind: type[Params]) -> tuple[str, ...]:
     return tuple(name for name, field_type, *_ in kind._fields_ if field_type is Accumulator)
 
 
-def passes(params: Params) -> Iterator[None]:
-    """The runs of one scatter kernel launch: one, or two for params with deterministic
-    accumulators (the PEAK pass, then the FIXED pass; see `accumulator`)."""
+def passes(params: Params, scatter: bool) -> Iterable[None]:
+    """The runs of one kernel launch: one, or for a scatter kernel's params with deterministic
+    accumulators two (the PEAK pass, then the FIXED pass; see `accumulator`). Until `accumulator`
+    has made a deterministic one, no params can hold one, and looking costs more than a small launch."""
+    return _deterministic_passes(params) if scatter and _fixed_sums_made else _ONE_PASS
+
+
+_ONE_PASS = (None,)
+_fixed_sums_made = False  # set for good by the first deterministic accumulator
+
+
+def _deterministic_passes(params: Params) -> Iterator[None]:
     fresh = []
     for name in _accumulator_fields(type(params)):
         acc = getattr(params, name)  # a view into params: setting its mode changes params

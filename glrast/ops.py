@@ -62,7 +62,7 @@ class Op:
         def contiguous_impl(*args):
             # The kernels read raw pointers: what reaches the op from outside (torch.ops.glrast.<name>,
             # a compiled graph) is made contiguous here; the eager path gets contiguous tensors already.
-            return impl(*(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args))
+            return _unshared(impl(*(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)))
 
         op = torch.library.custom_op(f"glrast::{name}", contiguous_impl, mutates_args=(),
                                      device_types=("cpu", "cuda"), schema=schema)  # fmt: skip
@@ -72,7 +72,7 @@ class Op:
         op.register_autograd(backward, setup_context=setup_context)
 
         def forward(ctx, *args):
-            output = impl(*args)
+            output = _unshared(impl(*args))
             setup_context(ctx, args, output)
             return output
 
@@ -119,6 +119,29 @@ def first_order_only(op: str, *tensors: torch.Tensor | None) -> None:
         raise higher_order_error(op)
 
 
+_stand_ins: dict[tuple, torch.Tensor] = {}
+_stand_in_ids: set[int] = set()
+
+
 def absent(like: torch.Tensor) -> torch.Tensor:
-    """The stand-in for a gradient an op does not compute (an op cannot return None)."""
-    return like.new_empty(0)
+    """The stand-in for a gradient an op does not compute (an op cannot return None): an empty
+    tensor of `like`'s dtype and device, for implementations (fake ones make their own). It is one
+    shared tensor, as allocating a fresh one costs more than some small backwards. Only the eager
+    backwards, which drop it, see it shared: an op's outputs leave through the dispatcher or an
+    autograd node only after `_unshared`."""
+    key = (like.dtype, like.device)
+    stand_in = _stand_ins.get(key)
+    if stand_in is None:
+        stand_in = like.new_empty(0)
+        if type(stand_in) is torch.Tensor:  # never a fake or other subclass made under a mode
+            _stand_ins[key] = stand_in
+            _stand_in_ids.add(id(stand_in))
+    return stand_in
+
+
+def _unshared(output: torch.Tensor | tuple) -> torch.Tensor | tuple:
+    """`output` with each shared stand-in (see `absent`) replaced by a fresh one: the outputs of an
+    op or an autograd node must not alias one another."""
+    if type(output) is not tuple:
+        return output
+    return tuple(t.new_empty(0) if id(t) in _stand_in_ids else t for t in output)

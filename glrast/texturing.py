@@ -265,9 +265,9 @@ class TextureMip:
 # The lookup
 
 
-def _params(filter: int, boundary: int, levels: int, tex, pyr, uv, uv_da, bias, **fields) -> TextureParams:
+def _params(filter: int, boundary: int, shapes: tuple, tex, pyr, uv, uv_da, bias, **fields) -> TextureParams:
     mipmapped = filter >= _FILTERS["linear-mipmap-nearest"]
-    starts = _offsets(_shapes(tuple(tex.shape), levels))[:-1]
+    starts = _offsets(shapes)[:-1]
     return TextureParams(
         tex=tex.data_ptr(),
         pyr=ptr(pyr),
@@ -281,7 +281,7 @@ def _params(filter: int, boundary: int, levels: int, tex, pyr, uv, uv_da, bias, 
         height=tex.shape[-3],
         width=tex.shape[-2],
         channels=tex.shape[-1],
-        last_level=levels,
+        last_level=len(shapes),
         filter=filter,
         boundary=boundary,
         **fields,
@@ -294,7 +294,7 @@ def _params(filter: int, boundary: int, levels: int, tex, pyr, uv, uv_da, bias, 
 
 def _texture(tex, pyr, uv, uv_da, bias, filter, boundary, levels, through_tex):
     out = _texture_fake(tex, pyr, uv, uv_da, bias, filter, boundary, levels, through_tex)
-    params = _params(filter, boundary, levels, tex, pyr, uv, uv_da, bias, out=out.data_ptr())
+    params = _params(filter, boundary, _shapes(tuple(tex.shape), levels), tex, pyr, uv, uv_da, bias, out=out.data_ptr())
     kernels.module("texture", tex.device).launch("texture_fwd", params, out[..., 0].numel())
     return out
 
@@ -332,7 +332,7 @@ def _texture_backward_impl(tex, pyr, uv, uv_da, bias, grad_out, filter, boundary
     grad_bias = torch.empty_like(bias) if need_bias else ops.absent(uv)
     grad_out = grad_out.contiguous()  # kept referenced: the kernel reads it through a raw pointer
     params = _params(
-        filter, boundary, levels, tex, pyr, uv, uv_da, bias,
+        filter, boundary, shapes, tex, pyr, uv, uv_da, bias,
         grad_out=grad_out.data_ptr(), grad_tex=tex_acc, grad_pyr=pyr_acc, grad_uv=ptr(grad_uv) if need_uv else None,
         grad_uv_da=ptr(grad_da) if need_da else None, grad_bias=ptr(grad_bias) if need_bias else None,
     )  # fmt: skip
@@ -348,7 +348,7 @@ def _texture_backward_impl(tex, pyr, uv, uv_da, bias, grad_out, filter, boundary
 
 def _texture_backward_fake(tex, pyr, uv, uv_da, bias, grad_out, filter, boundary, levels, through_tex, needs):
     wanted = zip(needs, (tex, pyr, uv, uv_da, bias), (tex, tex, uv, uv, uv))
-    return tuple(torch.empty_like(t) if need else ops.absent(like) for need, t, like in wanted)
+    return tuple(torch.empty_like(t) if need else like.new_empty(0) for need, t, like in wanted)
 
 
 def _double_setup(ctx, inputs, output):
