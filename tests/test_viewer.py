@@ -318,3 +318,19 @@ def test_cuda_images_show_like_cpu_images(xdisplay):
     with Viewer(title="glrast test cuda") as viewer:
         assert viewer.show([image.cuda(), image.float().cuda() / 255])
         assert_shows(viewer.screenshot(), [image, image], viewer.image_rects)
+
+
+def test_due_says_whether_show_would_draw(xdisplay):
+    image = torch.rand(8, 8, 3)
+    with Viewer(max_fps=10, max_share=1.0) as viewer:
+        assert viewer.due
+        viewer.show(image)
+        assert not viewer.due and viewer.frames == 1
+        viewer.show(image)  # within the interval: nothing drawn
+        assert viewer.frames == 1
+        time.sleep(0.12)
+        assert viewer.due
+        viewer.show(image)
+        assert viewer.frames == 2
+        viewer.close()
+        assert not viewer.due
