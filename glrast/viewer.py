@@ -372,7 +372,7 @@ class Viewer:
         if labels is not None and (isinstance(labels, str) or len(labels) != len(items)):
             raise ValueError(f"Viewer.show: labels must be one string per image ({len(items)}), got {labels!r}")
         now = time.perf_counter()
-        if not self._poll(now) or not self.due:
+        if not self._poll(now) or not self._due(now):
             return not self.closed
         canvas = compose(items)
         with self.activate():
@@ -393,7 +393,10 @@ class Viewer:
     def due(self) -> bool:
         """True when the next `show()` would upload and draw (the rate limit lets it): a loop
         that prepares images only for the window can skip that work when it is not."""
-        return time.perf_counter() - self._last_upload >= self._hold and not self.closed
+        return self._due(time.perf_counter()) and not self.closed
+
+    def _due(self, now: float) -> bool:
+        return now - self._last_upload >= self._hold
 
     def _spent(self, start: float) -> None:
         """A frame begun at `start` has been drawn: hold the next one back so that drawing stays
