@@ -41,12 +41,13 @@ def tensor(
         raise TypeError(f"{fn}: {name} must be a torch.Tensor of shape {expected}, got {type(t).__name__}")
     if t.device.type not in ("cpu", "cuda"):
         raise ValueError(f"{fn}: {name} must be on a CPU or CUDA device, got {describe(t)}")
-    if t.dtype != dtype and not (low_precision and t.dtype in LOW_PRECISION):
+    given = t.dtype
+    if given is not dtype and not (low_precision and given in LOW_PRECISION):  # dtypes are singletons
         also = " (or float16 / bfloat16, computed in float32)" if low_precision else ""
         raise TypeError(f"{fn}: {name} must have dtype {dtype}{also}, got {describe(t)}")
     if t.ndim not in ndims or (last is not None and t.shape[-1] != last):
         raise ValueError(f"{fn}: {name} must have shape {expected}, got {describe(t)}")
-    return (t if t.dtype == dtype else t.to(dtype)).contiguous()
+    return (t if given is dtype else t.to(dtype)).contiguous()
 
 
 def same_device(fn: str, device: torch.device, **tensors: torch.Tensor | None) -> None:

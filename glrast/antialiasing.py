@@ -351,4 +351,4 @@ def antialias(
         raise ValueError(f"{_FN}: pos_gradient_boost must be finite, got {boost}")
     hash_tri, keys, tris = _topology(topology_hash, tri)
     out = antialias_op(color, rast, pos, tri, hash_tri, keys, tris, boost)[0]
-    return out if dtype == torch.float32 else out.to(dtype)
+    return out if dtype is torch.float32 else out.to(dtype)

@@ -39,19 +39,21 @@ class InterpolateParams(Params):
     ]
 
 
-def _params(attr, rast, rast_db, tri, diff_idx, **fields) -> InterpolateParams:
+def _params(attr, rast, rast_db, tri, diff, **fields) -> InterpolateParams:
+    """The params of a launch; rast_db is read only for the attributes in `diff`."""
+    diff_idx = _diff_tensor(tuple(diff), attr.device) if diff else None  # cached: alive through the launch
     n, h, w, _ = rast.shape
     stride = attr.shape[1] * attr.shape[2] if attr.shape[0] > 1 else 0
     return InterpolateParams(
         attr=attr.data_ptr(),
         rast=rast.data_ptr(),
-        rast_db=ptr(rast_db),
+        rast_db=ptr(rast_db) if diff else None,
         tri=tri.data_ptr(),
         diff_idx=ptr(diff_idx),
         pixels_per_image=h * w,
         attr_image_stride=stride,
         num_attrs=attr.shape[2],
-        num_diff=0 if diff_idx is None else diff_idx.numel(),
+        num_diff=len(diff),
         num_tris=tri.shape[0],
         **fields,
     )
@@ -63,17 +65,11 @@ def _diff_tensor(diff: tuple[int, ...], device: torch.device) -> torch.Tensor:
     return torch.tensor(diff, dtype=torch.int32, device=device)
 
 
-def _launch(kernel, attr, rast, rast_db, tri, diff, **fields) -> None:
-    diff_idx = _diff_tensor(tuple(diff), attr.device) if diff else None
-    n, h, w, _ = rast.shape
-    params = _params(attr, rast, rast_db if diff else None, tri, diff_idx, **fields)
-    kernels.module("interpolate", attr.device).launch(kernel, params, n * h * w)
-
-
 def _interpolate(attr, rast, rast_db, tri, diff):
     _checks.triangles(_FN, tri, attr.shape[1], holder="attr")
     out, out_da = _interpolate_fake(attr, rast, rast_db, tri, diff)
-    _launch("interpolate_fwd", attr, rast, rast_db, tri, diff, out=out.data_ptr(), out_da=ptr(out_da) if diff else None)
+    params = _params(attr, rast, rast_db, tri, diff, out=out.data_ptr(), out_da=ptr(out_da) if diff else None)
+    kernels.module("interpolate", attr.device).launch("interpolate_fwd", params, rast.numel() // 4)
     return out, out_da
 
 
@@ -92,29 +88,31 @@ def _interpolate_backward(ctx, grad_out, grad_da):
     attr, rast, rast_db, tri = ctx.saved_tensors
     use_da = bool(ctx.diff)
     grad_da = grad_da if use_da else None
-    grad_attr, grad_rasts = interpolate_backward(attr, rast, rast_db, tri, ctx.diff, grad_out, grad_da)
-    return grad_attr, grad_rasts[0], grad_rasts[1] if use_da else None, None, None
+    grad_attr, grad_rast, grad_rast_db = interpolate_backward(attr, rast, rast_db, tri, ctx.diff, grad_out, grad_da)
+    return grad_attr, grad_rast, grad_rast_db if use_da else None, None, None
 
 
 def _interpolate_backward_impl(attr, rast, rast_db, tri, diff, grad_out, grad_da):
-    """(grad_attr, grad_rasts): grad_rasts [1 or 2, N, H, W, 4] holds the gradients of rast and, with
-    grad_da, of rast_db (one tensor: one allocation, and no stand-in for an absent one)."""
-    grad_attr, grad_rasts = _interpolate_backward_fake(attr, rast, rast_db, tri, diff, grad_out, grad_da)
+    """(grad_attr, grad_rast, grad_rast_db); grad_rast_db is an empty stand-in without grad_da."""
+    grad_rast = torch.empty_like(rast)
+    grad_rast_db = ops.absent(rast) if grad_da is None else torch.empty_like(rast)
     mod = kernels.module("interpolate", attr.device)
     grad_slots, accumulator = kernels.accumulator(mod, attr.shape, attr.device)
     # Kept in locals: the kernel only sees raw pointers, so the tensors must outlive the launch.
     grad_out = grad_out.contiguous()
     grad_da = grad_da.contiguous() if grad_da is not None else None
-    _launch(
-        "interpolate_bwd", attr, rast, rast_db, tri, diff,
-        grad_out=grad_out.data_ptr(), grad_da=ptr(grad_da), grad_attr=accumulator, grad_rast=grad_rasts.data_ptr(),
-        grad_rast_db=grad_rasts[1].data_ptr() if grad_da is not None else None,
+    params = _params(
+        attr, rast, rast_db, tri, diff,
+        grad_out=grad_out.data_ptr(), grad_da=ptr(grad_da), grad_attr=accumulator, grad_rast=grad_rast.data_ptr(),
+        grad_rast_db=grad_rast_db.data_ptr() if grad_da is not None else None,
     )  # fmt: skip
-    return kernels.collect(grad_slots), grad_rasts
+    mod.launch("interpolate_bwd", params, rast.numel() // 4)
+    return kernels.collect(grad_slots), grad_rast, grad_rast_db
 
 
 def _interpolate_backward_fake(attr, rast, rast_db, tri, diff, grad_out, grad_da):
-    return torch.empty_like(attr), rast.new_empty(1 if grad_da is None else 2, *rast.shape)
+    grad_rast_db = rast.new_empty(0) if grad_da is None else torch.empty_like(rast)
+    return torch.empty_like(attr), torch.empty_like(rast), grad_rast_db
 
 
 def _double_setup(ctx, inputs, output):
@@ -124,7 +122,7 @@ def _double_setup(ctx, inputs, output):
     ctx.set_materialize_grads(False)
 
 
-def _double_backward(ctx, gg_attr, gg_rasts):
+def _double_backward(ctx, gg_attr, gg_rast, gg_rast_db):
     """The derivative of interpolate's backward, from interpolate and its backward again.
 
     out = a2 + u (a0 - a2) + v (a1 - a2) per pixel and out_da = (a0 - a2, a1 - a2) · rast_db are
@@ -134,13 +132,12 @@ def _double_backward(ctx, gg_attr, gg_rasts):
     attr, rast, rast_db, tri, grad_out, grad_da = ctx.saved_tensors
     diff = ctx.diff
     gg_attr = None if gg_attr is None else gg_attr.contiguous()  # cotangents may be expanded or strided
-    gg_rast = None if gg_rasts is None else gg_rasts[0]
-    gg_rast_db = None if gg_rasts is None or gg_rasts.shape[0] == 1 else gg_rasts[1].contiguous()
+    gg_rast_db = None if gg_rast_db is None or grad_da is None else gg_rast_db.contiguous()
     d_out = d_da = d_attr = d_rast = d_db = None
     if gg_attr is not None:
         d_out, d_da = interpolate_op(gg_attr, rast, rast_db, tri, diff)
-        _, d_rasts = interpolate_backward(gg_attr, rast, rast_db, tri, diff, grad_out, grad_da)
-        d_rast, d_db = d_rasts[0], d_rasts[1] if grad_da is not None else None
+        _, d_rast, d_db = interpolate_backward(gg_attr, rast, rast_db, tri, diff, grad_out, grad_da)
+        d_db = d_db if grad_da is not None else None
     if gg_rast is not None or gg_rast_db is not None:
         uv = torch.zeros_like(rast[..., :2]) if gg_rast is None else gg_rast[..., :2]
         rast_g = torch.cat([uv, rast[..., 2:]], -1)
@@ -174,7 +171,7 @@ interpolate_op = ops.Op(
 interpolate_backward = ops.Op(
     "interpolate_backward",
     "(Tensor attr, Tensor rast, Tensor? rast_db, Tensor tri, int[] diff, Tensor grad_out, Tensor? grad_da) "
-    "-> (Tensor, Tensor)",
+    "-> (Tensor, Tensor, Tensor)",
     _interpolate_backward_impl,
     _interpolate_backward_fake,
     _double_setup,
@@ -249,4 +246,4 @@ def interpolate(
     if not diff:
         rast_db = None
     out, out_da = interpolate_op(attr, rast, rast_db, tri, diff)
-    return (out, out_da) if dtype == torch.float32 else (out.to(dtype), out_da.to(dtype))
+    return (out, out_da) if dtype is torch.float32 else (out.to(dtype), out_da.to(dtype))

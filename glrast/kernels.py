@@ -58,7 +58,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -83,7 +83,7 @@ STALE_BUILD_S = 60  # a build folder this old whose lock is free belongs to a de
 
 _INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.MULTILINE)
 _lock = threading.Lock()
-_modules: dict[tuple[str, str], object] = {}
+_modules: dict[tuple[str, torch.device], object] = {}
 
 
 # Accumulator modes and the fixed-point format of deterministic mode (csrc/common.h).
@@ -371,7 +371,7 @@ class HostModule(_Module):
         if type(params) not in self._checked:
             self._check(type(params))
         fn = self._functions.get(kernel) or self._function(kernel)
-        for _ in passes(params, kernel in self.scatters):
+        for _ in _deterministic_passes(params) if _fixed_sums_made and kernel in self.scatters else _ONE_PASS:
             fn(ctypes.addressof(params), n, self.threads())
 
 
@@ -523,7 +523,7 @@ class CudaModule(_Module):
             stream = torch.cuda.current_stream(self.device).cuda_stream
             # The driver copies params at each launch: the second pass of a scatter kernel in
             # deterministic mode sees the accumulators' new mode.
-            for _ in passes(params, kernel in self.scatters):
+            for _ in _deterministic_passes(params) if _fixed_sums_made and kernel in self.scatters else _ONE_PASS:
                 check_cuda(
                     driver.cuLaunchKernel(fn, blocks, 1, 1, CUDA_BLOCK, 1, 1, 0, stream, ctypes.addressof(args), 0),
                     f"launch of {self.name}.{kernel} on {self.device}",
@@ -532,7 +532,7 @@ class CudaModule(_Module):
 
 def module(name: str, device: torch.device) -> HostModule | CudaModule:
     """The compiled csrc/<name>.cu for `device` (built and loaded on first use)."""
-    key = (name, str(device))
+    key = (name, device)
     mod = _modules.get(key)
     if mod is None:
         with _lock:
@@ -563,7 +563,7 @@ def _cap_bytes(raw: str) -> int:
 
 def deterministic() -> bool:
     """Whether gradients are scattered deterministically: torch.use_deterministic_algorithms(True)."""
-    return torch.are_deterministic_algorithms_enabled()
+    return torch._C._get_deterministic_algorithms()  # what torch.are_deterministic_algorithms_enabled returns
 
 
 class FloatSlots:
@@ -610,7 +610,7 @@ def accumulator(
         acc = Accumulator(data=sums.data_ptr(), peak=peak.data_ptr(), size=size, count=1, mode=ACC_PEAK)
         return FixedSums(mod, sums, peak), acc
     count = mod.accumulation_slots(size)
-    grad = torch.zeros(shape, dtype=torch.float32, device=device)
+    grad = torch.zeros(*shape, dtype=torch.float32, device=device)  # ints: a torch.Size parses 3 µs slower
     if count == 1:
         return FloatSlots(grad, None), Accumulator(data=grad.data_ptr(), size=size, count=1)
     spare = torch.zeros(count - 1, *shape, dtype=torch.float32, device=device)
@@ -632,18 +632,15 @@ def _accumulator_fields(kind: type[Params]) -> tuple[str, ...]:
     return tuple(name for name, field_type, *_ in kind._fields_ if field_type is Accumulator)
 
 
-def passes(params: Params, scatter: bool) -> Iterable[None]:
-    """The runs of one kernel launch: one, or for a scatter kernel's params with deterministic
-    accumulators two (the PEAK pass, then the FIXED pass; see `accumulator`). Until `accumulator`
-    has made a deterministic one, no params can hold one, and looking costs more than a small launch."""
-    return _deterministic_passes(params) if scatter and _fixed_sums_made else _ONE_PASS
-
-
+# The runs of one kernel launch: one, or for a scatter kernel's params with deterministic accumulators
+# two (see _deterministic_passes). Until `accumulator` has made a deterministic one, no params can
+# hold one, and looking costs more than a small launch: the launches test _fixed_sums_made first.
 _ONE_PASS = (None,)
 _fixed_sums_made = False  # set for good by the first deterministic accumulator
 
 
 def _deterministic_passes(params: Params) -> Iterator[None]:
+    """The PEAK pass, then the FIXED pass where params hold fresh deterministic accumulators."""
     fresh = []
     for name in _accumulator_fields(type(params)):
         acc = getattr(params, name)  # a view into params: setting its mode changes params

@@ -28,20 +28,21 @@ from collections.abc import Callable
 import torch
 from torch import _C
 
-_PLAIN = (torch.Tensor, torch.nn.Parameter)
-_SCALARS = (int, bool, float, str, type(None), list)  # the schemas' other argument types: never a subclass
+# Types that need no closer look: plain tensors, and the schemas' other argument types (never a subclass)
+_PLAIN = frozenset((torch.Tensor, torch.nn.Parameter, int, bool, float, str, type(None), list))
 dispatch_always = False  # route every call through the dispatcher (the tests compare both routes)
 
 
 def _eager(args: tuple) -> bool:
     """True when calling the implementation directly is what the dispatcher would do."""
-    if dispatch_always or torch.compiler.is_compiling() or _C._are_functorch_transforms_active():
+    # torch.compile's tracing reads is_dynamo_compiling as True and stops here; non-strict torch.export
+    # traces fake tensors under a mode, which the checks below see
+    if dispatch_always or torch.compiler.is_dynamo_compiling() or _C._are_functorch_transforms_active():
         return False
     if _C._len_torch_dispatch_stack() or _C._is_torch_function_mode_enabled():
         return False
     for a in args:  # a loop, not a generator: this runs on every call
-        kind = type(a)
-        if kind not in _PLAIN and kind not in _SCALARS and isinstance(a, torch.Tensor):
+        if type(a) not in _PLAIN and isinstance(a, torch.Tensor):
             return False
     return True
 
@@ -142,6 +143,8 @@ def absent(like: torch.Tensor) -> torch.Tensor:
 def _unshared(output: torch.Tensor | tuple) -> torch.Tensor | tuple:
     """`output` with each shared stand-in (see `absent`) replaced by a fresh one: the outputs of an
     op or an autograd node must not alias one another."""
-    if type(output) is not tuple:
-        return output
-    return tuple(t.new_empty(0) if id(t) in _stand_in_ids else t for t in output)
+    if type(output) is tuple:
+        for t in output:  # most outputs hold none: look before building a new tuple
+            if id(t) in _stand_in_ids:
+                return tuple(t.new_empty(0) if id(t) in _stand_in_ids else t for t in output)
+    return output

@@ -73,7 +73,7 @@ def _rasterize(pos, tri, ranges, context, height, width, grad_db, prev_rast):
         id_image = glctx.pipeline.draw(pos, tri, draws, height, width, prev_rast)
     rast, rast_db = _rasterize_fake(pos, tri, ranges, context, height, width, grad_db, prev_rast)
     params = _params(pos, tri, rast, ids=id_image.data_ptr(), rast_db=ptr(rast_db) if rast_db.numel() else None)
-    kernels.module("raster", pos.device).launch("raster_fwd", params, rast[..., 0].numel())
+    kernels.module("raster", pos.device).launch("raster_fwd", params, rast.numel() // 4)
     return rast, rast_db
 
 
@@ -104,7 +104,7 @@ def _rasterize_backward_impl(pos, tri, rast, grad_rast, grad_db):
     mod = kernels.module("raster", pos.device)
     grad_slots, accumulator = kernels.accumulator(mod, pos.shape, pos.device)
     params = _params(pos, tri, rast, grad_rast=grad_rast.data_ptr(), grad_db=ptr(grad_db), grad_pos=accumulator)
-    mod.launch("raster_grad", params, rast[..., 0].numel())
+    mod.launch("raster_grad", params, rast.numel() // 4)
     return kernels.collect(grad_slots)
 
 

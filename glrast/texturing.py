@@ -295,8 +295,14 @@ def _params(filter: int, boundary: int, shapes: tuple, tex, pyr, uv, uv_da, bias
 def _texture(tex, pyr, uv, uv_da, bias, filter, boundary, levels, through_tex):
     out = _texture_fake(tex, pyr, uv, uv_da, bias, filter, boundary, levels, through_tex)
     params = _params(filter, boundary, _shapes(tuple(tex.shape), levels), tex, pyr, uv, uv_da, bias, out=out.data_ptr())
-    kernels.module("texture", tex.device).launch("texture_fwd", params, out[..., 0].numel())
+    kernels.module("texture", tex.device).launch("texture_fwd", params, _pixels(uv))
     return out
+
+
+def _pixels(uv: torch.Tensor) -> int:
+    """The lookups: one per pixel of uv [N, H, W, 2 or 3] (cheaper than a view's numel)."""
+    n, h, w, _ = uv.shape
+    return n * h * w
 
 
 def _texture_fake(tex, pyr, uv, uv_da, bias, filter, boundary, levels, through_tex):
@@ -336,7 +342,7 @@ def _texture_backward_impl(tex, pyr, uv, uv_da, bias, grad_out, filter, boundary
         grad_out=grad_out.data_ptr(), grad_tex=tex_acc, grad_pyr=pyr_acc, grad_uv=ptr(grad_uv) if need_uv else None,
         grad_uv_da=ptr(grad_da) if need_da else None, grad_bias=ptr(grad_bias) if need_bias else None,
     )  # fmt: skip
-    mod.launch("texture_bwd", params, grad_out[..., 0].numel())
+    mod.launch("texture_bwd", params, _pixels(uv))
     grad_tex = kernels.collect(tex_slots) if need_tex else ops.absent(tex)
     grad_pyr = kernels.collect(pyr_slots) if want_pyr else None
     if through_tex and need_tex and grad_pyr is not None:
@@ -577,4 +583,4 @@ def texture(
         pyr, shapes, through_tex = _pyramid(tex, mip, cube, max_mip_level)
     filter, boundary = _FILTERS[filter_mode], _BOUNDARIES[boundary_mode]
     out = texture_op(tex, pyr, uv, uv_da, mip_level_bias, filter, boundary, len(shapes), through_tex)
-    return out if dtype == torch.float32 else out.to(dtype)
+    return out if dtype is torch.float32 else out.to(dtype)

@@ -270,7 +270,7 @@ def test_128_bit_sums_carry_exactly(cpu_glctx, threads):
     sums = torch.zeros(3, 2, dtype=torch.int64)
     peak = torch.full((3,), 2.0**-20).view(torch.int32).clone()
     acc = kernels.Accumulator(data=sums.data_ptr(), peak=peak.data_ptr(), size=3, count=1, mode=kernels.ACC_FIXED)
-    params = interpolate_params(attr, rast, None, tri, None, grad_out=grad_out.data_ptr(), grad_attr=acc,
+    params = interpolate_params(attr, rast, None, tri, [], grad_out=grad_out.data_ptr(), grad_attr=acc,
                                 grad_rast=grad_rast.data_ptr())  # fmt: skip
     run = mod._functions.get("interpolate_bwd") or mod._function("interpolate_bwd")
     run(ctypes.addressof(params), 64 * 64, threads)  # the FIXED pass alone (launch would begin with PEAK)
@@ -289,7 +289,7 @@ def test_an_accumulator_serves_one_deterministic_launch(cpu_glctx):
     mod = kernels.module("interpolate", torch.device("cpu"))
     with settings(True):
         storage, acc = kernels.accumulator(mod, attr.shape, attr.device)
-    params = interpolate_params(attr, rast, None, tri, None, grad_out=grad_out.data_ptr(), grad_attr=acc,
+    params = interpolate_params(attr, rast, None, tri, [], grad_out=grad_out.data_ptr(), grad_attr=acc,
                                 grad_rast=grad_rast.data_ptr())  # fmt: skip
     mod.launch("interpolate_bwd", params, 64)
     assert params.grad_attr.mode == kernels.ACC_FIXED and storage.value().abs().sum() > 0
