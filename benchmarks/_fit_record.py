@@ -8,6 +8,18 @@ import resource
 import numpy as np
 
 
+def rss_mb() -> int:
+    """Resident set size of this process now, MB."""
+    with open("/proc/self/status") as fh:
+        return next(int(ln.split()[1]) // 1024 for ln in fh if ln.startswith("VmRSS:"))
+
+
+def peak_rss_mb() -> int:
+    """Peak resident set size so far, MB: getrusage's high-water mark, or the RSS now where that is
+    higher (Linux updates the mark lazily, from per-thread counters, so it can trail VmRSS a little)."""
+    return max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, rss_mb())
+
+
 def fit_record(setup_s: float, step_times: list[float], rmse_start: float, reached: tuple | None,
                steps: int, trace: list[tuple], rss_import: int) -> dict:  # fmt: skip
     """reached: (step, seconds) where the RMSE first fell 10x, or None; trace: (step, seconds,
@@ -24,6 +36,6 @@ def fit_record(setup_s: float, step_times: list[float], rmse_start: float, reach
         "rmse_final": trace[-1][2],
         "loss_final": trace[-1][3],
         "rss_after_import_mb": rss_import,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "trace": trace[:: max(1, len(trace) // 200)],
     }

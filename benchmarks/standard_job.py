@@ -36,7 +36,6 @@ import io
 import json
 import math
 import pstats
-import resource
 import statistics
 import sys
 import time
@@ -45,6 +44,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from _fit_record import peak_rss_mb, rss_mb
 
 import glrast as dr
 from glrast import mesh
@@ -141,12 +141,6 @@ class Laps:
         """Mark `stage` when the gradient of `tensor` arrives (that is, when the backward of
         everything downstream of it has run)."""
         tensor.register_hook(lambda grad: self(stage))
-
-
-def rss_mb() -> int:
-    """Resident set size of this process now, MB."""
-    with open("/proc/self/status") as fh:
-        return next(int(ln.split()[1]) // 1024 for ln in fh if ln.startswith("VmRSS:"))
 
 
 def run(
@@ -248,7 +242,7 @@ def run(
         "compiled": compile,
         "threads": torch.get_num_threads(),
         **timing,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "coverage": round(float((image.sum(-1) > 0).float().mean()), 4),
         "img_mean": round(float(image.mean()), 5),
         "loss": round(state.get("loss", float((image - target).square().mean())), 6),

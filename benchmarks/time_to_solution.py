@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _fit_record import fit_record
+from _fit_record import fit_record, rss_mb
 from compare import PEER_PYTHONS, find_peer_python
 
 HERE = Path(__file__).resolve().parent
@@ -64,11 +64,6 @@ def write_problem(path: Path, seed: int, decay_steps: int, views: int) -> None:
         col_init=col_init.numpy(), views=models.numpy(), fovy=FOVY, eye=np.array(EYE), near=NEAR, far=FAR,
         lr=LR, beta_1=BETAS[0], beta_2=BETAS[1], epsilon=EPS, decay_steps=decay_steps,
     )  # fmt: skip
-
-
-def rss_mb() -> int:
-    with open("/proc/self/status") as fh:
-        return next(int(ln.split()[1]) // 1024 for ln in fh if ln.startswith("VmRSS:"))
 
 
 def fit_glrast(problem_path: str, res: int, budget: float, max_steps: int, device: str = "cpu") -> dict:

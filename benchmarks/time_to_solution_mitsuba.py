@@ -31,12 +31,7 @@ import time
 import drjit as dr
 import mitsuba as mi
 import numpy as np
-from _fit_record import fit_record
-
-
-def rss_mb() -> int:
-    with open("/proc/self/status") as fh:
-        return next(int(ln.split()[1]) // 1024 for ln in fh if ln.startswith("VmRSS:"))
+from _fit_record import fit_record, rss_mb
 
 
 def build_scene(problem: dict, res: int, spp: int) -> mi.Scene:
