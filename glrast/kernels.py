@@ -58,7 +58,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -316,6 +316,12 @@ class _Module:
         if self.read_global(f"glrast_scatters_{kernel}", 4) is not None:
             self.scatters.add(kernel)
 
+    def _passes(self, kernel: str, params: Params) -> Iterable[None]:
+        """The runs of one launch: one, or for a scatter kernel's params with deterministic
+        accumulators two (see _deterministic_passes). Until `accumulator` has made a deterministic
+        one no params can hold one, and looking costs more than a small launch."""
+        return _deterministic_passes(params) if _fixed_sums_made and kernel in self.scatters else _ONE_PASS
+
     def _check(self, kind: type) -> None:
         """Once per params type: its layout equals the compiled struct's (see params.py)."""
         if not issubclass(kind, Params):
@@ -371,7 +377,7 @@ class HostModule(_Module):
         if type(params) not in self._checked:
             self._check(type(params))
         fn = self._functions.get(kernel) or self._function(kernel)
-        for _ in _deterministic_passes(params) if _fixed_sums_made and kernel in self.scatters else _ONE_PASS:
+        for _ in self._passes(kernel, params):
             fn(ctypes.addressof(params), n, self.threads())
 
 
@@ -523,7 +529,7 @@ class CudaModule(_Module):
             stream = torch.cuda.current_stream(self.device).cuda_stream
             # The driver copies params at each launch: the second pass of a scatter kernel in
             # deterministic mode sees the accumulators' new mode.
-            for _ in _deterministic_passes(params) if _fixed_sums_made and kernel in self.scatters else _ONE_PASS:
+            for _ in self._passes(kernel, params):
                 check_cuda(
                     driver.cuLaunchKernel(fn, blocks, 1, 1, CUDA_BLOCK, 1, 1, 0, stream, ctypes.addressof(args), 0),
                     f"launch of {self.name}.{kernel} on {self.device}",
@@ -632,10 +638,7 @@ def _accumulator_fields(kind: type[Params]) -> tuple[str, ...]:
     return tuple(name for name, field_type, *_ in kind._fields_ if field_type is Accumulator)
 
 
-# The runs of one kernel launch: one, or for a scatter kernel's params with deterministic accumulators
-# two (see _deterministic_passes). Until `accumulator` has made a deterministic one, no params can
-# hold one, and looking costs more than a small launch: the launches test _fixed_sums_made first.
-_ONE_PASS = (None,)
+_ONE_PASS = (None,)  # the runs of a launch without deterministic accumulators (_Module._passes)
 _fixed_sums_made = False  # set for good by the first deterministic accumulator
 
 
