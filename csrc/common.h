@@ -33,6 +33,7 @@ GLRAST_HD float bits_float(int x) { return __int_as_float(x); }
 GLRAST_HD double bits_double(i64 x) { return __longlong_as_double(x); }
 GLRAST_HD bool is_finite_f32(float x) { return isfinite(x); }
 GLRAST_HD int thread_slot() { return 0; }
+GLRAST_HD void prefetch(const void*) {}  // a warp's other loads hide the latency
 
 #define GLRAST_ENTRY(NAME, PARAMS)                                                          \
     extern "C" __global__ void NAME(const PARAMS p, i64 n) {                                \
@@ -82,6 +83,9 @@ GLRAST_HD int float_bits(float x) { int r; memcpy(&r, &x, 4); return r; }
 GLRAST_HD float bits_float(int x) { float r; memcpy(&r, &x, 4); return r; }
 GLRAST_HD double bits_double(i64 x) { double r; memcpy(&r, &x, 8); return r; }
 GLRAST_HD bool is_finite_f32(float x) { return isfinite(x); }
+// A hint that *p is read soon: a gather whose loads miss the cache stalls a CPU thread, which has
+// no other threads to switch to as a GPU's warp scheduler does.
+GLRAST_HD void prefetch(const void* p) { __builtin_prefetch(p); }
 
 // Host launches run on a thread pool of this library's own rather than OpenMP's:
 // between launches its workers sleep in the kernel (C++20 atomic wait = futex) instead

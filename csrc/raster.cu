@@ -179,6 +179,7 @@ GLRAST_KERNEL(raster_corners, CornerParams) {
 // those whose bounding box holds at most MAX_CENTRES pixel centres (larger ones are kept: they rarely
 // miss every centre). Edge functions are evaluated in double, far below the margin's error.
 #define GLRAST_CULL_MAX_CENTRES 4
+#define GLRAST_CULL_PREFETCH 2
 // floor and ceil of x > -1 (x - 0.5 of a window coordinate grown by the margin), exact, without libm.
 GLRAST_HD i64 floor_above_minus_one(double x) { i64 t = (i64)x; return t - (x < (double)t); }
 GLRAST_HD i64 ceil_above_minus_one(double x) { i64 t = (i64)x; return t + (x > (double)t); }
@@ -230,6 +231,12 @@ GLRAST_HD bool may_cover(const CullParams& p, i64 t) {
 GLRAST_KERNEL(raster_cull, CullParams) {
     i64 begin = i * p.block_stride * GLRAST_CULL_BLOCK;
     i64 end = begin + GLRAST_CULL_BLOCK < p.num_tris ? begin + GLRAST_CULL_BLOCK : p.num_tris;
+    // The corners of the block GLRAST_CULL_PREFETCH ahead, which a fine mesh scatters over memory: on
+    // the CPU their cache misses took most of the cull's time (1.3M triangles: 208 -> 62-110 ms on one
+    // thread; one and four blocks ahead measured the same within the noise).
+    i64 next = begin + GLRAST_CULL_PREFETCH * p.block_stride * GLRAST_CULL_BLOCK;
+    i64 next_end = next + GLRAST_CULL_BLOCK < p.num_tris ? next + GLRAST_CULL_BLOCK : p.num_tris;
+    for (i64 k = 3 * next; k < 3 * next_end; ++k) prefetch(p.pos + 4 * ((i64)p.image * p.verts_per_image + p.tri[k]));
     int n = 0;
     for (i64 t = begin; t < end; ++t)
         if (may_cover(p, t)) p.kept[begin + n++] = (int)t;
