@@ -52,6 +52,7 @@ GLRAST_CONSTANTS(cull, GLRAST_CULL_BLOCK)
 struct CullParams {
     const float* pos;        // as in CornerParams
     const int* tri;          // [T, 3]
+    float* window;           // raster_window's output [V, 2], read by raster_cull when not null (see there)
     int* kept;               // raster_cull's output [T]: block b's survivors from b * CULL_BLOCK on, in order
     int* counts;             // raster_cull's output [blocks]: how many survive in each block
     const i64* offsets;      // raster_compact's input [blocks]: where block b's list goes in `out`
@@ -61,7 +62,7 @@ struct CullParams {
     float margin;            // pixels by which GL's snapped vertices may differ from the exact ones
     int block_stride;        // raster_cull: element i tests block i * block_stride (> 1: a sample)
 };
-GLRAST_LAYOUT(CullParams, pos, tri, kept, counts, offsets, out, num_tris, image, verts_per_image, height, width,
+GLRAST_LAYOUT(CullParams, pos, tri, window, kept, counts, offsets, out, num_tris, image, verts_per_image, height, width,
               margin, block_stride)
 
 // After the GL pass of one image drawn in slices: the visible triangle of each pixel.
@@ -184,18 +185,42 @@ GLRAST_KERNEL(raster_corners, CornerParams) {
 GLRAST_HD i64 floor_above_minus_one(double x) { i64 t = (i64)x; return t - (x < (double)t); }
 GLRAST_HD i64 ceil_above_minus_one(double x) { i64 t = (i64)x; return t + (x > (double)t); }
 
+// Window coordinates minus 0.5 of vertex v of position set `image`, so that pixel centres sit at
+// integers (col, row); false for a vertex not strictly inside the view volume (any clipping, w <= 0 or
+// non-finite corners), whose triangles are kept.
+GLRAST_HD bool window_of(const CullParams& p, i64 v, double& X, double& Y) {
+    float c[4];
+    load_corner(p.pos, (i64)p.image * p.verts_per_image + v, c);
+    if (!(c[3] > 0.f && fabsf(c[0]) <= c[3] && fabsf(c[1]) <= c[3] && fabsf(c[2]) <= c[3])) return false;
+    double inv = 1.0 / c[3];
+    X = ((double)c[0] * inv + 1.0) * (0.5 * p.width) - 0.5;
+    Y = ((double)c[1] * inv + 1.0) * (0.5 * p.height) - 0.5;
+    return true;
+}
+
+// Each vertex's window_of once, rounded to float (the margin covers the rounding: |X| <= W), for
+// raster_cull to read instead of transforming every corner of every triangle: a closed mesh has half
+// as many vertices as triangles, and the conversion and division were most of the cull's time
+// (1.3M triangles at 256²: 52 of its ~100 ns a triangle on one thread).
+#define GLRAST_CULL_OUTSIDE -2.0f  // window[2 v] for a vertex outside the view volume (X > -1 inside)
+GLRAST_KERNEL(raster_window, CullParams) {
+    double X, Y;
+    bool inside = window_of(p, i, X, Y);
+    p.window[2 * i] = inside ? (float)X : GLRAST_CULL_OUTSIDE;
+    p.window[2 * i + 1] = inside ? (float)Y : 0.f;
+}
+
 GLRAST_HD bool may_cover(const CullParams& p, i64 t) {
-    // Window coordinates minus 0.5, so that pixel centres sit at integers (col, row).
     double X[3], Y[3];
     for (int k = 0; k < 3; ++k) {
-        float c[4];
-        load_corner(p.pos, (i64)p.image * p.verts_per_image + p.tri[3 * t + k], c);
-        if (!(c[3] > 0.f && fabsf(c[0]) <= c[3] && fabsf(c[1]) <= c[3] && fabsf(c[2]) <= c[3])) {
+        i64 v = p.tri[3 * t + k];
+        if (p.window) {
+            X[k] = p.window[2 * v];
+            Y[k] = p.window[2 * v + 1];
+            if (!(X[k] > -1.0)) return true;
+        } else if (!window_of(p, v, X[k], Y[k])) {
             return true;
         }
-        double inv = 1.0 / c[3];
-        X[k] = ((double)c[0] * inv + 1.0) * (0.5 * p.width) - 0.5;
-        Y[k] = ((double)c[1] * inv + 1.0) * (0.5 * p.height) - 0.5;
     }
     double m = p.margin;
     // Candidate centres within the bounding box grown by the margin (its corners lie above -0.5 - m).
@@ -236,7 +261,10 @@ GLRAST_KERNEL(raster_cull, CullParams) {
     // thread; one and four blocks ahead measured the same within the noise).
     i64 next = begin + GLRAST_CULL_PREFETCH * p.block_stride * GLRAST_CULL_BLOCK;
     i64 next_end = next + GLRAST_CULL_BLOCK < p.num_tris ? next + GLRAST_CULL_BLOCK : p.num_tris;
-    for (i64 k = 3 * next; k < 3 * next_end; ++k) prefetch(p.pos + 4 * ((i64)p.image * p.verts_per_image + p.tri[k]));
+    for (i64 k = 3 * next; k < 3 * next_end; ++k) {
+        if (p.window) prefetch(p.window + 2 * p.tri[k]);
+        else prefetch(p.pos + 4 * ((i64)p.image * p.verts_per_image + p.tri[k]));
+    }
     int n = 0;
     for (i64 t = begin; t < end; ++t)
         if (may_cover(p, t)) p.kept[begin + n++] = (int)t;

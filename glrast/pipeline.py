@@ -63,11 +63,12 @@ class CornerParams(Params):
 
 
 class CullParams(Params):
-    """Mirror of CullParams in csrc/raster.cu (the raster_cull and raster_compact kernels)."""
+    """Mirror of CullParams in csrc/raster.cu (the raster_window, raster_cull and raster_compact kernels)."""
 
     _fields_ = [
         ("pos", ctypes.c_void_p),
         ("tri", ctypes.c_void_p),
+        ("window", ctypes.c_void_p),
         ("kept", ctypes.c_void_p),
         ("counts", ctypes.c_void_p),
         ("offsets", ctypes.c_void_p),
@@ -256,6 +257,7 @@ class RasterPipeline:
         self.slice_tris = SLICE_TRIS
         self.workers: list[SliceWorker] = []
         self._cull_buffers: tuple[torch.Tensor, ...] | None = None  # raster_cull's and raster_compact's, [T] int32
+        self._window: torch.Tensor | None = None  # raster_window's, [V, 2] float32
         self._slice_ids: torch.Tensor | None = None  # [slices, H, W] int32 and float32 for raster_merge
         self._slice_depth: torch.Tensor | None = None
         self._margin_px: float | None = None
@@ -306,13 +308,14 @@ class RasterPipeline:
         buf.write(host.numpy())
 
     def _margin(self, height: int, width: int) -> float:
-        """How far (pixels, in x and in y) GL's snapped vertices may lie from the exact ones: its
-        subpixel grid's step (twice the rounding error) plus the float error of the viewport
-        transform (8 units in the last place of the largest window coordinate)."""
+        """How far (pixels, in x and in y) GL's snapped vertices may lie from the cull's window
+        coordinates: GL's subpixel grid's step (twice the rounding error), plus the float error of
+        its viewport transform (8 units in the last place of the largest window coordinate), plus
+        raster_window's rounding to float (half a unit there, counted as one)."""
         if self._margin_px is None:
             bits = glcalls.integer(glcalls.GL_SUBPIXEL_BITS)
             self._margin_px = 2.0 ** -max(4, min(bits, 16))  # GL guarantees at least 4 bits
-        return self._margin_px + max(height, width) * 2.0**-20
+        return self._margin_px + max(height, width) * (2.0**-20 + 2.0**-23)
 
     def _cull(
         self, pos: torch.Tensor, tri: torch.Tensor, image: int, height: int, width: int, sample: bool = False
@@ -327,6 +330,9 @@ class RasterPipeline:
         if self._cull_buffers is None or self._cull_buffers[0].numel() < num_tris:
             self._cull_buffers = tuple(torch.empty(num_tris, dtype=torch.int32) for _ in range(3))
         kept, counts, out = self._cull_buffers
+        num_verts = pos.shape[-2]
+        if self._window is None or self._window.shape[0] < num_verts:
+            self._window = torch.empty(num_verts, 2)
         params = CullParams(
             pos=pos.data_ptr(),
             tri=tri.data_ptr(),
@@ -347,6 +353,8 @@ class RasterPipeline:
             mod.launch("raster_cull", params, tested)
             if counts[:tested].numpy().sum() > (1 - self.cull_min_share) * tested * CULL_BLOCK:
                 return None
+        params.window = self._window.data_ptr()
+        mod.launch("raster_window", params, num_verts)
         params.block_stride = 1
         mod.launch("raster_cull", params, blocks)
         ends = np.cumsum(counts[:blocks].numpy(), dtype=np.int64)

@@ -290,7 +290,7 @@ def test_margin_follows_subpixel_bits(ctx):
         bits = glcalls.integer(glcalls.GL_SUBPIXEL_BITS)
         margin = ctx.pipeline._margin(256, 1024)
     assert bits >= 4
-    assert margin == 2.0 ** -min(bits, 16) + 1024 * 2.0**-20
+    assert margin == 2.0 ** -min(bits, 16) + 1024 * (2.0**-20 + 2.0**-23)
 
 
 def test_corner_kernel_gathers_kept_triangles():
