@@ -213,9 +213,8 @@ GLRAST_HD Hit find_silhouette(const AntialiasParams& p, const Segment& seg, int 
 }
 
 GLRAST_HD Segment segment_from(const AntialiasParams& p, i64 start, i64 end, int axis) {
-    i64 pix = start % ((i64)p.height * p.width);
-    int row = (int)(pix / p.width), col = (int)(pix - (i64)row * p.width);
-    i64 image = start / ((i64)p.height * p.width);
+    i64 image = index_div(start, (i64)p.height * p.width), pix = start - image * p.height * p.width;
+    int row = (int)index_div(pix, p.width), col = (int)(pix - (i64)row * p.width);
     return {col + 0.5f, row + 0.5f, end > start ? 1.f : -1.f, axis, image * p.verts_per_image};
 }
 
@@ -223,8 +222,8 @@ GLRAST_HD Segment segment_from(const AntialiasParams& p, i64 start, i64 end, int
 GLRAST_HD bool pair_pixels(const AntialiasParams& p, i64 i, i64* first, i64* second, int* axis) {
     *axis = (int)(i & 1);
     *first = i >> 1;
-    i64 pix = *first % ((i64)p.height * p.width);
-    int row = (int)(pix / p.width), col = (int)(pix - (i64)row * p.width);
+    i64 hw = (i64)p.height * p.width, pix = *first - index_div(*first, hw) * hw;
+    int row = (int)index_div(pix, p.width), col = (int)(pix - (i64)row * p.width);
     if (*axis == 0 ? col + 1 >= p.width : row + 1 >= p.height) return false;
     *second = *first + (*axis == 0 ? 1 : p.width);
     return true;
@@ -271,8 +270,8 @@ GLRAST_HD void add_pair(PixelPairs* q, i64 rec, i64 nb, bool first) {
 }
 
 GLRAST_HD PixelPairs pixel_pairs(const AntialiasParams& p, i64 x) {
-    i64 pix = x % ((i64)p.height * p.width);
-    i64 row = pix / p.width, col = pix - row * p.width;
+    i64 hw = (i64)p.height * p.width, pix = x - index_div(x, hw) * hw;
+    i64 row = index_div(pix, p.width), col = pix - row * p.width;
     PixelPairs q;
     q.count = 0;
     if (col > 0) add_pair(&q, 2 * (x - 1), x - 1, false);

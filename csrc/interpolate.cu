@@ -17,13 +17,14 @@ struct InterpolateParams {
     float* grad_rast;        // backward: [N, H, W, 4]
     float* grad_rast_db;     // backward: [N, H, W, 4] or null
     i64 pixels_per_image;    // H * W
+    i64 pixels;              // N * H * W
     i64 attr_image_stride;   // V * A in instanced mode with N > 1, else 0
     int num_attrs;           // A
     int num_diff;            // D
     int num_tris;            // T: ids outside [0, T) are treated as empty
 };
 GLRAST_LAYOUT(InterpolateParams, attr, rast, rast_db, tri, diff_idx, out, out_da, grad_out, grad_da, grad_attr,
-              grad_rast, grad_rast_db, pixels_per_image, attr_image_stride, num_attrs, num_diff, num_tris)
+              grad_rast, grad_rast_db, pixels_per_image, pixels, attr_image_stride, num_attrs, num_diff, num_tris)
 
 struct Corners {
     int t;                   // triangle id, -1 for an empty pixel
@@ -31,11 +32,13 @@ struct Corners {
 };
 
 GLRAST_HD Corners corners(const InterpolateParams& p, i64 i) {
+    if (i + GLRAST_PIXEL_AHEAD < p.pixels)
+        prefetch_tri_row(p.tri, decode_triangle_id(p.rast[4 * (i + GLRAST_PIXEL_AHEAD) + 3]), p.num_tris);
     Corners c;
     c.t = decode_triangle_id(p.rast[4 * i + 3]);
     if (c.t >= p.num_tris) c.t = -1;  // a rast from another mesh must not index past tri
     if (c.t < 0) return c;
-    i64 base = (i / p.pixels_per_image) * p.attr_image_stride;
+    i64 base = index_div(i, p.pixels_per_image) * p.attr_image_stride;
     for (int k = 0; k < 3; ++k) c.row[k] = base + (i64)p.tri[3 * (i64)c.t + k] * p.num_attrs;
     return c;
 }

@@ -27,10 +27,11 @@ struct RasterParams {
     const float* grad_db;    // backward: [N, H, W, 4] or null
     Accumulator grad_pos;    // backward: slots shaped like pos
     int height, width;
+    int images;              // N
     int verts_per_image;     // V in instanced mode, 0 in range mode
     int num_tris;            // T: ids outside [1, T] are treated as empty
 };
-GLRAST_LAYOUT(RasterParams, pos, tri, ids, rast, rast_db, grad_rast, grad_db, grad_pos, height, width,
+GLRAST_LAYOUT(RasterParams, pos, tri, ids, rast, rast_db, grad_rast, grad_db, grad_pos, height, width, images,
               verts_per_image, num_tris)
 
 // The GL pass's input (see raster_corners).
@@ -39,11 +40,12 @@ struct CornerParams {
     const int* tri;          // [T, 3]
     const int* kept;         // the triangles to gather, in order (raster_cull's survivors); null: all
     float* corners;          // output: [3 n, 4] for n triangles
-    int first;               // gather triangles first, first + 1, ... (of kept when given)
+    int first;               // gather triangles first, ..., first + count - 1 (of kept when given)
+    int count;
     int image;               // which position set of pos (instanced mode)
     int verts_per_image;     // V in instanced mode, 0 in range mode
 };
-GLRAST_LAYOUT(CornerParams, pos, tri, kept, corners, first, image, verts_per_image)
+GLRAST_LAYOUT(CornerParams, pos, tri, kept, corners, first, count, image, verts_per_image)
 
 // Which triangles can produce a fragment (see raster_cull), listed in order: each element of the
 // launch handles a block of CULL_BLOCK triangles; raster_compact then joins the blocks' lists.
@@ -52,7 +54,7 @@ GLRAST_CONSTANTS(cull, GLRAST_CULL_BLOCK)
 struct CullParams {
     const float* pos;        // as in CornerParams
     const int* tri;          // [T, 3]
-    float* window;           // raster_window's output [V, 2], read by raster_cull when not null (see there)
+    float* window;           // raster_window's output [V, 2], raster_cull's input
     int* kept;               // raster_cull's output [T]: block b's survivors from b * CULL_BLOCK on, in order
     int* counts;             // raster_cull's output [blocks]: how many survive in each block
     const i64* offsets;      // raster_compact's input [blocks]: where block b's list goes in `out`
@@ -88,8 +90,8 @@ struct Setup {
 // a sliver, which nearly cancel, keep their accuracy.
 GLRAST_HD bool setup(const RasterParams& p, i64 i, int t, Setup& s) {
     i64 hw = (i64)p.height * p.width;
-    i64 image = i / hw, pix = i - image * hw;
-    int row = (int)(pix / p.width), col = (int)(pix - (i64)row * p.width);
+    i64 image = index_div(i, hw), pix = i - image * hw;
+    int row = (int)index_div(pix, p.width), col = (int)(pix - (i64)row * p.width);
     s.xn = (col + 0.5) * (2.0 / p.width) - 1.0;
     s.yn = (row + 0.5) * (2.0 / p.height) - 1.0;
     i64 vbase = image * p.verts_per_image;
@@ -162,9 +164,19 @@ GLRAST_HD void load_corner(const float* pos, i64 v, float* dst) {
     for (int k = 0; k < 4; ++k) dst[k] = e == 0 ? src[k] : ldexpf(src[k], -e);
 }
 
+// The corner gather's loads of tri and pos land anywhere in them (kept triangles of a fine mesh): on
+// the CPU each element of the launch prefetches, once per triangle, the corners of the triangle
+// CORNER_AHEAD on, whose row of tri it prefetched CORNER_AHEAD triangles before.
+#define GLRAST_CORNER_AHEAD 16
+GLRAST_HD i64 corner_triangle(const CornerParams& p, i64 j) { return p.kept ? p.kept[p.first + j] : p.first + j; }
+
 GLRAST_KERNEL(raster_corners, CornerParams) {
-    i64 j = i / 3, t = p.first + j;
-    if (p.kept) t = p.kept[t];
+    i64 j = i / 3, t = corner_triangle(p, j);
+    if (i == 3 * j && j + 2 * GLRAST_CORNER_AHEAD < p.count) {
+        prefetch(p.tri + 3 * corner_triangle(p, j + 2 * GLRAST_CORNER_AHEAD));
+        const int* ahead = p.tri + 3 * corner_triangle(p, j + GLRAST_CORNER_AHEAD);
+        for (int k = 0; k < 3; ++k) prefetch(p.pos + 4 * ((i64)p.image * p.verts_per_image + ahead[k]));
+    }
     load_corner(p.pos, (i64)p.image * p.verts_per_image + p.tri[3 * t + (i - 3 * j)], p.corners + 4 * i);
 }
 
@@ -185,42 +197,35 @@ GLRAST_KERNEL(raster_corners, CornerParams) {
 GLRAST_HD i64 floor_above_minus_one(double x) { i64 t = (i64)x; return t - (x < (double)t); }
 GLRAST_HD i64 ceil_above_minus_one(double x) { i64 t = (i64)x; return t + (x > (double)t); }
 
-// Window coordinates minus 0.5 of vertex v of position set `image`, so that pixel centres sit at
-// integers (col, row); false for a vertex not strictly inside the view volume (any clipping, w <= 0 or
-// non-finite corners), whose triangles are kept.
-GLRAST_HD bool window_of(const CullParams& p, i64 v, double& X, double& Y) {
-    float c[4];
-    load_corner(p.pos, (i64)p.image * p.verts_per_image + v, c);
-    if (!(c[3] > 0.f && fabsf(c[0]) <= c[3] && fabsf(c[1]) <= c[3] && fabsf(c[2]) <= c[3])) return false;
-    double inv = 1.0 / c[3];
-    X = ((double)c[0] * inv + 1.0) * (0.5 * p.width) - 0.5;
-    Y = ((double)c[1] * inv + 1.0) * (0.5 * p.height) - 0.5;
-    return true;
-}
-
-// Each vertex's window_of once, rounded to float (the margin covers the rounding: |X| <= W), for
-// raster_cull to read instead of transforming every corner of every triangle: a closed mesh has half
-// as many vertices as triangles, and the conversion and division were most of the cull's time
-// (1.3M triangles at 256²: 52 of its ~100 ns a triangle on one thread).
-#define GLRAST_CULL_OUTSIDE -2.0f  // window[2 v] for a vertex outside the view volume (X > -1 inside)
+// Window coordinates minus 0.5 of each vertex of position set `image`, so that pixel centres sit at
+// integers (col, row), rounded to float (the margin covers the rounding: |X| <= W); OUTSIDE for a
+// vertex not strictly inside the view volume (any clipping, w <= 0 or non-finite corners), whose
+// triangles are kept. Computed once per vertex for raster_cull to read, instead of transforming every
+// corner of every triangle: a closed mesh has half as many vertices as triangles, and the conversions
+// and divisions were most of the cull's time (1.3M triangles at 256² on one thread: 52 -> 30 ms, 4 of
+// them this pass).
+#define GLRAST_CULL_OUTSIDE -2.0f  // X > -1 inside
 GLRAST_KERNEL(raster_window, CullParams) {
-    double X, Y;
-    bool inside = window_of(p, i, X, Y);
-    p.window[2 * i] = inside ? (float)X : GLRAST_CULL_OUTSIDE;
-    p.window[2 * i + 1] = inside ? (float)Y : 0.f;
+    float c[4];
+    load_corner(p.pos, (i64)p.image * p.verts_per_image + i, c);
+    float* out = p.window + 2 * i;
+    if (!(c[3] > 0.f && fabsf(c[0]) <= c[3] && fabsf(c[1]) <= c[3] && fabsf(c[2]) <= c[3])) {
+        out[0] = GLRAST_CULL_OUTSIDE;
+        out[1] = 0.f;
+        return;
+    }
+    double inv = 1.0 / c[3];
+    out[0] = (float)(((double)c[0] * inv + 1.0) * (0.5 * p.width) - 0.5);
+    out[1] = (float)(((double)c[1] * inv + 1.0) * (0.5 * p.height) - 0.5);
 }
 
 GLRAST_HD bool may_cover(const CullParams& p, i64 t) {
     double X[3], Y[3];
     for (int k = 0; k < 3; ++k) {
         i64 v = p.tri[3 * t + k];
-        if (p.window) {
-            X[k] = p.window[2 * v];
-            Y[k] = p.window[2 * v + 1];
-            if (!(X[k] > -1.0)) return true;
-        } else if (!window_of(p, v, X[k], Y[k])) {
-            return true;
-        }
+        X[k] = p.window[2 * v];
+        Y[k] = p.window[2 * v + 1];
+        if (!(X[k] > -1.0)) return true;
     }
     double m = p.margin;
     // Candidate centres within the bounding box grown by the margin (its corners lie above -0.5 - m).
@@ -253,21 +258,48 @@ GLRAST_HD bool may_cover(const CullParams& p, i64 t) {
     return keep;
 }
 
+// Whether [lo, hi] holds an integer (|hi| < 2^31), exactly: floor(hi) >= lo, without libm.
+GLRAST_HD bool holds_integer(float lo, float hi) {
+    int t = (int)hi;
+    return (float)(t - (hi < (float)t)) >= lo;
+}
+
 GLRAST_KERNEL(raster_cull, CullParams) {
     i64 begin = i * p.block_stride * GLRAST_CULL_BLOCK;
-    i64 end = begin + GLRAST_CULL_BLOCK < p.num_tris ? begin + GLRAST_CULL_BLOCK : p.num_tris;
+    int count = (int)(begin + GLRAST_CULL_BLOCK < p.num_tris ? GLRAST_CULL_BLOCK : p.num_tris - begin);
     // The corners of the block GLRAST_CULL_PREFETCH ahead, which a fine mesh scatters over memory: on
     // the CPU their cache misses took most of the cull's time (1.3M triangles: 208 -> 62-110 ms on one
     // thread; one and four blocks ahead measured the same within the noise).
     i64 next = begin + GLRAST_CULL_PREFETCH * p.block_stride * GLRAST_CULL_BLOCK;
     i64 next_end = next + GLRAST_CULL_BLOCK < p.num_tris ? next + GLRAST_CULL_BLOCK : p.num_tris;
-    for (i64 k = 3 * next; k < 3 * next_end; ++k) {
-        if (p.window) prefetch(p.window + 2 * p.tri[k]);
-        else prefetch(p.pos + 4 * ((i64)p.image * p.verts_per_image + p.tri[k]));
+    for (i64 k = 3 * next; k < 3 * next_end; ++k) prefetch(p.window + 2 * p.tri[k]);
+    // First the bounding box test in float, over the whole block at once (the host compiler turns
+    // it into vector code): it drops only triangles whose box grown by the margin holds no pixel centre,
+    // with the margin grown by float's rounding of the box (<= 2^-24 (W + 3)), so that may_cover
+    // would drop each of them too; may_cover then decides the others (1.3M triangles at 256² on one
+    // thread: 26 -> 19 ms).
+    float x[3][GLRAST_CULL_BLOCK], y[3][GLRAST_CULL_BLOCK];
+    for (int j = 0; j < GLRAST_CULL_BLOCK; ++j) {
+        for (int k = 0; k < 3; ++k) {
+            i64 v = j < count ? p.tri[3 * (begin + j) + k] : -1;
+            x[k][j] = v < 0 ? 0.f : p.window[2 * v];
+            y[k][j] = v < 0 ? 0.f : p.window[2 * v + 1];
+        }
+    }
+    float m = (float)(p.margin + ((p.width > p.height ? p.width : p.height) + 3) * 0x1p-21);
+    bool boxed[GLRAST_CULL_BLOCK];
+    for (int j = 0; j < GLRAST_CULL_BLOCK; ++j) {
+        float x0 = x[0][j] < x[1][j] ? x[0][j] : x[1][j], x1 = x[0][j] < x[1][j] ? x[1][j] : x[0][j];
+        float y0 = y[0][j] < y[1][j] ? y[0][j] : y[1][j], y1 = y[0][j] < y[1][j] ? y[1][j] : y[0][j];
+        x0 = x0 < x[2][j] ? x0 : x[2][j];
+        x1 = x1 > x[2][j] ? x1 : x[2][j];
+        y0 = y0 < y[2][j] ? y0 : y[2][j];
+        y1 = y1 > y[2][j] ? y1 : y[2][j];
+        boxed[j] = holds_integer(x0 - m, x1 + m) & holds_integer(y0 - m, y1 + m);
     }
     int n = 0;
-    for (i64 t = begin; t < end; ++t)
-        if (may_cover(p, t)) p.kept[begin + n++] = (int)t;
+    for (int j = 0; j < count; ++j)
+        if (boxed[j] && may_cover(p, begin + j)) p.kept[begin + n++] = (int)(begin + j);
     p.counts[i] = n;
 }
 
@@ -298,6 +330,8 @@ GLRAST_KERNEL(raster_merge, MergeParams) {
 }
 
 GLRAST_KERNEL(raster_fwd, RasterParams) {
+    if (i + GLRAST_PIXEL_AHEAD < (i64)p.images * p.height * p.width)
+        prefetch_tri_row(p.tri, p.ids[i + GLRAST_PIXEL_AHEAD] - 1, p.num_tris);
     float* r = p.rast + 4 * i;
     float* db = p.rast_db ? p.rast_db + 4 * i : nullptr;
     int id1 = p.ids[i];
@@ -325,6 +359,8 @@ GLRAST_KERNEL(raster_fwd, RasterParams) {
 }
 
 GLRAST_SCATTER_KERNEL(raster_grad, RasterParams) {
+    if (i + GLRAST_PIXEL_AHEAD < (i64)p.images * p.height * p.width)
+        prefetch_tri_row(p.tri, decode_triangle_id(p.rast[4 * (i + GLRAST_PIXEL_AHEAD) + 3]), p.num_tris);
     int t = decode_triangle_id(p.rast[4 * i + 3]);
     if (t < 0 || t >= p.num_tris) return;
     const float* gr = p.grad_rast + 4 * i;

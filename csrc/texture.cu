@@ -300,7 +300,7 @@ GLRAST_HD i64 image_offset(const TextureParams& p, int k, i64 i) {
     if (p.tex_batch == 1) return 0;
     i64 faces = p.boundary == BOUNDARY_CUBE ? 6 : 1;
     i64 size = faces * level_side(p.height, k) * level_side(p.width, k) * p.channels;
-    return (i / p.pixels_per_image) * size;
+    return index_div(i, p.pixels_per_image) * size;
 }
 
 GLRAST_HD i64 level_start(const TextureParams& p, int k) { return k == 0 ? 0 : p.level_offset[k]; }
@@ -320,7 +320,7 @@ GLRAST_HD void fetch(const Taps& q, const float* img, int c, float v[4]) {
 // coordinates then share cache lines instead of sweeping whole texture rows.
 GLRAST_HD i64 band_pixel(const TextureParams& p, i64 t) {
     if (p.pixels_per_image > 0x7fffffff) return t;  // the int arithmetic below would overflow: row order
-    i64 image = t / p.pixels_per_image;
+    i64 image = index_div(t, p.pixels_per_image);
     int r = (int)(t - image * p.pixels_per_image);
     int W = p.image_width, band_pixels = 8 * W;
     int band = r / band_pixels, within = r - band * band_pixels;
@@ -512,10 +512,8 @@ struct MipBlock {
 };
 
 GLRAST_HD MipBlock mip_block(const MipParams& p, i64 i) {
-    int x = (int)(i % p.cw);
-    i64 r = i / p.cw;
-    int y = (int)(r % p.ch);
-    i64 b = r / p.ch;
+    i64 r = index_div(i, p.cw), b = index_div(r, p.ch);
+    int x = (int)(i - r * p.cw), y = (int)(r - b * p.ch);
     MipBlock m;
     m.bw = p.fw > 1 ? 2 : 1;
     m.bh = p.fh > 1 ? 2 : 1;

@@ -57,6 +57,7 @@ class CornerParams(Params):
         ("kept", ctypes.c_void_p),
         ("corners", ctypes.c_void_p),
         ("first", ctypes.c_int),
+        ("count", ctypes.c_int),
         ("image", ctypes.c_int),
         ("verts_per_image", ctypes.c_int),
     ]
@@ -164,6 +165,7 @@ class CornerBuffer:
                 kept=ptr(kept),
                 corners=address,
                 first=first,
+                count=count,
                 image=image,
                 verts_per_image=pos.shape[1] if pos.ndim == 3 else 0,
             )
@@ -336,6 +338,7 @@ class RasterPipeline:
         params = CullParams(
             pos=pos.data_ptr(),
             tri=tri.data_ptr(),
+            window=self._window.data_ptr(),
             kept=kept.data_ptr(),
             counts=counts.data_ptr(),
             out=out.data_ptr(),
@@ -348,13 +351,12 @@ class RasterPipeline:
             block_stride=CULL_SAMPLE_STRIDE,
         )
         mod = kernels.module("raster", pos.device)
+        mod.launch("raster_window", params, num_verts)
         if sample:
             tested = -(-blocks // CULL_SAMPLE_STRIDE)
             mod.launch("raster_cull", params, tested)
             if counts[:tested].numpy().sum() > (1 - self.cull_min_share) * tested * CULL_BLOCK:
                 return None
-        params.window = self._window.data_ptr()
-        mod.launch("raster_window", params, num_verts)
         params.block_stride = 1
         mod.launch("raster_cull", params, blocks)
         ends = np.cumsum(counts[:blocks].numpy(), dtype=np.int64)

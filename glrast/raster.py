@@ -31,19 +31,21 @@ class RasterParams(Params):
         ("grad_pos", Accumulator),
         ("height", ctypes.c_int),
         ("width", ctypes.c_int),
+        ("images", ctypes.c_int),
         ("verts_per_image", ctypes.c_int),
         ("num_tris", ctypes.c_int),
     ]
 
 
 def _params(pos: torch.Tensor, tri: torch.Tensor, rast: torch.Tensor, **fields: object) -> RasterParams:
-    _, height, width, _ = rast.shape
+    images, height, width, _ = rast.shape
     return RasterParams(
         pos=pos.data_ptr(),
         tri=tri.data_ptr(),
         rast=rast.data_ptr(),
         height=height,
         width=width,
+        images=images,
         verts_per_image=pos.shape[1] if pos.ndim == 3 else 0,
         num_tris=tri.shape[0],
         **fields,

@@ -299,8 +299,8 @@ def test_corner_kernel_gathers_kept_triangles():
     kept = torch.tensor([0, 2, 3], dtype=torch.int32)
     corners = torch.empty(6, 4)
     params = pipeline.CornerParams(
-        pos=pos.data_ptr(), tri=tri.data_ptr(), kept=kept.data_ptr(), corners=corners.data_ptr(), first=1, image=1,
-        verts_per_image=5,
+        pos=pos.data_ptr(), tri=tri.data_ptr(), kept=kept.data_ptr(), corners=corners.data_ptr(), first=1, count=2,
+        image=1, verts_per_image=5,
     )  # fmt: skip
     kernels.module("raster", torch.device("cpu")).launch("raster_corners", params, 6)
     assert torch.equal(corners, pos[1][tri[kept[1:].long()].flatten().long()])
