@@ -41,6 +41,7 @@ _SIGNATURES = {
     "glMapBufferRange": (_vp, _u32, ctypes.c_ssize_t, ctypes.c_ssize_t, _u32),
     "glUnmapBuffer": (ctypes.c_uint8, _u32),
     "glGetIntegerv": (None, _u32, ctypes.POINTER(_i32)),
+    "glFlush": (None,),
 }
 
 
@@ -73,6 +74,11 @@ def draw_triangles(program: int, vertex_array: int, first_vertex: int, vertices:
     calls.glUseProgram(program)
     calls.glBindVertexArray(vertex_array)
     calls.glDrawArrays(GL_TRIANGLES, first_vertex, vertices)
+
+
+def flush() -> None:
+    """glFlush: start executing the commands issued so far."""
+    gl().glFlush()
 
 
 def bind_read_framebuffer(framebuffer: int) -> None:

@@ -1,6 +1,7 @@
-"""The CPU's GL pass with its two shortcuts, culling (raster_cull drops triangles that cover no
-pixel centre) and slicing (consecutive runs of the triangle list drawn on helper contexts at once,
-merged per pixel by raster_merge), against the plain draw (one context, every triangle): rast and
+"""The CPU's GL pass with its three shortcuts, culling (raster_cull drops triangles that cover no
+pixel centre), slicing (consecutive runs of the triangle list drawn on helper contexts at once,
+merged per pixel by raster_merge) and runs (a draw issued in runs with a flush after each), against
+the plain draw (one context, every triangle, one run): rast and
 rast_db must be bit-identical, on meshes and on soups made of the hard cases (edges through pixel
 centres, depth ties within and across slices, clipped and non-finite triangles)."""
 
@@ -18,11 +19,13 @@ import glrast as dr
 from glrast import glcalls, kernels, mesh, pipeline
 from glrast.camera import look_at, perspective, transform
 
-MODES = {  # (cull, contexts, fewest triangles per slice); the cull modes cull whatever the sample says
-    "plain": (False, 1, pipeline.SLICE_TRIS),
-    "cull": (True, 1, pipeline.SLICE_TRIS),
-    "slices": (False, 3, 16),
-    "cull+slices": (True, 3, 16),
+MODES = {  # (cull, contexts, fewest triangles per slice, triangles per run); the cull modes cull whatever
+    # the sample says
+    "plain": (False, 1, pipeline.SLICE_TRIS, None),
+    "cull": (True, 1, pipeline.SLICE_TRIS, pipeline.FLUSH_TRIS),
+    "runs": (False, 1, pipeline.SLICE_TRIS, 7),
+    "slices": (False, 3, 16, None),
+    "cull+slices+runs": (True, 3, 16, 5),
 }
 
 
@@ -37,17 +40,25 @@ def ctx():
 def _set_mode(glctx, mode: str) -> None:
     with glctx.activate():
         pipe = glctx.pipeline
-    pipe.cull, pipe.contexts, pipe.slice_tris = MODES[mode]
+    pipe.cull, pipe.contexts, pipe.slice_tris, pipe.flush_tris = MODES[mode]
     pipe.cull_min_share = 0.0
 
 
 def _rasterize_all_modes(glctx, pos, tri, resolution, ranges=None):
     """{mode: (rast, rast_db)}, checking that the shortcuts were taken: some triangles culled,
-    and the sliced modes drawn on the helper contexts."""
-    results = {}
+    the sliced modes drawn on the helper contexts, and the runs flushed."""
+    results, flushes = {}, {}
+    flush = glcalls.flush
     for mode in MODES:
         _set_mode(glctx, mode)
-        results[mode] = dr.rasterize(glctx, pos, tri, resolution, ranges=ranges)
+        count = [0]
+        glcalls.flush = lambda count=count: (count.__setitem__(0, count[0] + 1), flush())
+        try:
+            results[mode] = dr.rasterize(glctx, pos, tri, resolution, ranges=ranges)
+        finally:
+            glcalls.flush = flush
+        flushes[mode] = count[0]
+    assert flushes["plain"] == 0 and flushes["runs"] > 0
     _set_mode(glctx, "plain")
     with glctx.activate():
         pipe = glctx.pipeline
@@ -281,7 +292,7 @@ def test_context_count_settings(monkeypatch):
     assert pipeline.default_contexts() == 1
     glctx = dr.RasterizeGLContext(device="cpu")
     with glctx.activate():
-        assert not glctx.pipeline.cull and glctx.pipeline.contexts == 1
+        assert not glctx.pipeline.cull and glctx.pipeline.contexts == 1 and glctx.pipeline.flush_tris is None
     glctx.release()
 
 
