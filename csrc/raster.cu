@@ -90,7 +90,7 @@ struct Setup {
 // a sliver, which nearly cancel, keep their accuracy.
 GLRAST_HD bool setup(const RasterParams& p, i64 i, int t, Setup& s) {
     i64 hw = (i64)p.height * p.width;
-    i64 image = index_div(i, hw), pix = i - image * hw;
+    i64 image = p.images > 1 ? index_div(i, hw) : 0, pix = i - image * hw;
     int row = (int)index_div(pix, p.width), col = (int)(pix - (i64)row * p.width);
     s.xn = (col + 0.5) * (2.0 / p.width) - 1.0;
     s.yn = (row + 0.5) * (2.0 / p.height) - 1.0;
