@@ -20,7 +20,9 @@ gradient norms.
 Where the time goes: --breakdown K runs K more steps with the device synchronised between
 stages and adds their mean per-stage milliseconds to the record ("breakdown_ms": transform,
 rasterize, interpolate, antialias, loss, then each op's backward); --cprofile N profiles K
-more steps (K = --breakdown, or 5) and prints the N functions with the most own time. --compile runs
+more steps (K = --breakdown, or 5) and prints the N functions with the most own time; --calls K
+(CPU) runs K more steps timing each host kernel by name and the GL pass's draw calls and
+readbacks, and adds their mean ms per step ("calls_ms"). --compile runs
 the forward and loss through torch.compile(fullgraph=True) (the backward through AOT autograd's
 compiled graph); its first call includes compiling.
 
@@ -31,6 +33,7 @@ compiled graph); its first call includes compiling.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import io
 import json
@@ -40,14 +43,14 @@ import statistics
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 from _fit_record import peak_rss_mb, rss_mb
 
 import glrast as dr
-from glrast import mesh
+from glrast import glcalls, kernels, mesh
 
 LEVELS = {"5k": 4, "80k": 6, "1.3m": 8}
 MODES = ["fwd", "fwd_dyn", "col", "pos", "vis"]
@@ -114,6 +117,31 @@ def time_steps(step: Callable[[int], None], runs: int, min_total_s: float = 1.0,
     }
 
 
+@contextlib.contextmanager
+def timed_calls() -> Iterator[dict[str, float]]:
+    """Seconds spent in each host kernel (by name) and in the GL pass's draw calls ("gl draw")
+    and readbacks ("gl readback": it waits for llvmpipe's rasterizer threads) while the block
+    runs, summed. CPU only: CUDA launches return before their kernels run."""
+    totals: dict[str, float] = defaultdict(float)
+    launch, draw, read = kernels.HostModule.launch, glcalls.draw_triangles, glcalls.read_pixels
+
+    def timed(name_of: Callable[..., str], fn: Callable) -> Callable:
+        def call(*args):
+            t0 = time.perf_counter()
+            fn(*args)
+            totals[name_of(*args)] += time.perf_counter() - t0
+
+        return call
+
+    kernels.HostModule.launch = timed(lambda module, kernel, *rest: kernel, launch)
+    glcalls.draw_triangles = timed(lambda *args: "gl draw", draw)
+    glcalls.read_pixels = timed(lambda *args: "gl readback", read)
+    try:
+        yield totals
+    finally:
+        kernels.HostModule.launch, glcalls.draw_triangles, glcalls.read_pixels = launch, draw, read
+
+
 class Laps:
     """Accumulates the wall time between marks into named stages, synchronising the device
     at every mark so that asynchronous CUDA work is charged to the stage that queued it."""
@@ -154,14 +182,18 @@ def run(
     cprofile: int = 0,
     save: str = "",
     compile: bool = False,
+    calls: int = 0,
 ) -> dict:
     """One case of the standard job; returns the RESULT record. breakdown: steps timed stage by
     stage after the timed loop; cprofile: print this many functions of a cProfile of those steps;
     save: a .npy path for the last image, row 0 = top (the peers' orientation); compile: the
-    forward and loss through torch.compile(fullgraph=True) (its first call includes compiling)."""
+    forward and loss through torch.compile(fullgraph=True) (its first call includes compiling);
+    calls: this many more steps with each host kernel and GL call timed (see timed_calls)."""
     if compile and breakdown:
         raise ValueError("standard_job: breakdown times the stages of an eager step; it cannot run with compile")
     dev = torch.device(device)
+    if calls and dev.type != "cpu":
+        raise ValueError(f"standard_job: calls times host kernels and llvmpipe's GL calls; device is {dev}, not cpu")
     verts, tri = mesh.icosphere(LEVELS[tris])
     verts, tri = verts.to(dev), tri.to(dev)
     mvp = projection().to(dev)
@@ -256,6 +288,11 @@ def run(
         for k in range(breakdown):
             step(timing["runs"] + 2 + k, laps)
         record["breakdown_ms"] = {stage: round(1e3 * t / breakdown, 2) for stage, t in laps.totals.items()}
+    if calls:
+        with timed_calls() as totals:
+            for k in range(calls):
+                step(timing["runs"] + 2 + k)
+        record["calls_ms"] = {name: round(1e3 * t / calls, 2) for name, t in sorted(totals.items())}
     if cprofile:
         profiler = cProfile.Profile()
         profiler.enable()
@@ -280,6 +317,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--breakdown", type=int, default=0, metavar="K", help="time K more steps stage by stage")
     parser.add_argument("--cprofile", type=int, default=0, metavar="N", help="print the N costliest functions")
+    parser.add_argument("--calls", type=int, default=0, metavar="K", help="time K more steps kernel by kernel (CPU)")
     parser.add_argument("--save", default="", help="save the last image (row 0 = top, like the peers) as .npy")
     parser.add_argument("--compile", action="store_true", help="torch.compile(fullgraph=True) the forward and loss")
     args = parser.parse_args()
@@ -296,6 +334,7 @@ def main() -> None:
         cprofile=args.cprofile,
         save=args.save,
         compile=args.compile,
+        calls=args.calls,
     )
     record["rss_after_import_mb"] = rss_after_import
     print("RESULT " + json.dumps(record), flush=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from glrast import mesh
+from glrast import glcalls, kernels, mesh
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
@@ -69,6 +69,19 @@ def test_command_line_result_line_and_breakdown(tmp_path):
     image = np.load(saved)
     # row 0 is the top of the image; the sphere is centred, so the corners are background
     assert image.shape == (64, 64, 3) and image[0, 0].sum() == 0 and image[32, 32].sum() > 0
+
+
+def test_calls_time_each_kernel_and_gl_call():
+    """--calls: the record has each launched kernel and the GL draw and readback, per step, and
+    the library's functions are restored afterwards."""
+    launch, draw = kernels.HostModule.launch, glcalls.draw_triangles
+    rec = standard_job.run("5k", 64, "vis", runs=1, min_total_s=0.0, calls=2)
+    calls = rec["calls_ms"]
+    for name in ("raster_fwd", "interpolate_fwd", "antialias_blend", "raster_grad", "gl draw", "gl readback"):
+        assert calls[name] > 0, name
+    assert kernels.HostModule.launch is launch and glcalls.draw_triangles is draw
+    with pytest.raises(ValueError, match="device is cuda"):
+        standard_job.run("5k", 64, "fwd", device="cuda", calls=1)
 
 
 def test_same_mesh_as_the_peers():
