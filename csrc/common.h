@@ -307,13 +307,13 @@ GLRAST_HD void accumulate(const Accumulator& acc, i64 index, float value) {
     }
 }
 
-// x clamped to the finite floats: a derivative whose true value lies beyond float's range comes out
-// as the largest float of its sign instead of an infinity (NaN stays NaN).
 // i / d for i >= 0, d > 0: in 32 bits where both fit, as they nearly always do for pixel indices.
 // x86's 64-bit integer division takes ~40-90 cycles, and the two a pixel's row and image took were
 // most of raster_fwd's time on the CPU.
 GLRAST_HD i64 index_div(i64 i, i64 d) { return ((u64)(i | d) >> 32) == 0 ? (i64)((u32)i / (u32)d) : i / d; }
 
+// x clamped to the finite floats: a derivative whose true value lies beyond float's range comes out
+// as the largest float of its sign instead of an infinity (NaN stays NaN).
 GLRAST_HD float saturate_f32(double x) {
     if (x != x) return (float)x;
     return (float)(x > (double)GLRAST_FLT_MAX ? (double)GLRAST_FLT_MAX : (x < -(double)GLRAST_FLT_MAX ? -(double)GLRAST_FLT_MAX : x));

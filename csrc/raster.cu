@@ -267,9 +267,10 @@ GLRAST_HD bool holds_integer(float lo, float hi) {
 GLRAST_KERNEL(raster_cull, CullParams) {
     i64 begin = i * p.block_stride * GLRAST_CULL_BLOCK;
     int count = (int)(begin + GLRAST_CULL_BLOCK < p.num_tris ? GLRAST_CULL_BLOCK : p.num_tris - begin);
-    // The corners of the block GLRAST_CULL_PREFETCH ahead, which a fine mesh scatters over memory: on
-    // the CPU their cache misses took most of the cull's time (1.3M triangles: 208 -> 62-110 ms on one
-    // thread; one and four blocks ahead measured the same within the noise).
+    // The window coordinates of the corners of the block GLRAST_CULL_PREFETCH ahead, which a fine mesh
+    // scatters over memory: on the CPU their cache misses took most of the cull's time (measured when
+    // the cull still read pos: 1.3M triangles, 208 -> 62-110 ms on one thread; one and four blocks
+    // ahead measured the same within the noise).
     i64 next = begin + GLRAST_CULL_PREFETCH * p.block_stride * GLRAST_CULL_BLOCK;
     i64 next_end = next + GLRAST_CULL_BLOCK < p.num_tris ? next + GLRAST_CULL_BLOCK : p.num_tris;
     for (i64 k = 3 * next; k < 3 * next_end; ++k) prefetch(p.window + 2 * p.tri[k]);
