@@ -198,7 +198,7 @@ def _gl_covered(glctx, corners: torch.Tensor, height: int, width: int) -> torch.
     return covered
 
 
-@pytest.mark.parametrize("resolution", [(64, 64), (256, 256), (1024, 1024)])
+@pytest.mark.parametrize("resolution", [(64, 64), (256, 256), (1024, 1024), (40, 4096)])
 def test_cull_keeps_every_triangle_gl_covers(ctx, resolution):
     """Against GL itself: no triangle GL rasterizes is dropped, and most that it does not are."""
     height, width = resolution
