@@ -213,18 +213,16 @@ GLRAST_HD Hit find_silhouette(const AntialiasParams& p, const Segment& seg, int 
 }
 
 GLRAST_HD Segment segment_from(const AntialiasParams& p, i64 start, i64 end, int axis) {
-    i64 image = index_div(start, (i64)p.height * p.width), pix = start - image * p.height * p.width;
-    int row = (int)index_div(pix, p.width), col = (int)(pix - (i64)row * p.width);
-    return {col + 0.5f, row + 0.5f, end > start ? 1.f : -1.f, axis, image * p.verts_per_image};
+    PixelIndex px = pixel_index(start, p.height, p.width);
+    return {px.col + 0.5f, px.row + 0.5f, end > start ? 1.f : -1.f, axis, px.image * p.verts_per_image};
 }
 
 // The pair's two pixels; false where the neighbour is outside the image.
 GLRAST_HD bool pair_pixels(const AntialiasParams& p, i64 i, i64* first, i64* second, int* axis) {
     *axis = (int)(i & 1);
     *first = i >> 1;
-    i64 hw = (i64)p.height * p.width, pix = *first - index_div(*first, hw) * hw;
-    int row = (int)index_div(pix, p.width), col = (int)(pix - (i64)row * p.width);
-    if (*axis == 0 ? col + 1 >= p.width : row + 1 >= p.height) return false;
+    PixelIndex px = pixel_index(*first, p.height, p.width);
+    if (*axis == 0 ? px.col + 1 >= p.width : px.row + 1 >= p.height) return false;
     *second = *first + (*axis == 0 ? 1 : p.width);
     return true;
 }
@@ -270,14 +268,13 @@ GLRAST_HD void add_pair(PixelPairs* q, i64 rec, i64 nb, bool first) {
 }
 
 GLRAST_HD PixelPairs pixel_pairs(const AntialiasParams& p, i64 x) {
-    i64 hw = (i64)p.height * p.width, pix = x - index_div(x, hw) * hw;
-    i64 row = index_div(pix, p.width), col = pix - row * p.width;
+    PixelIndex px = pixel_index(x, p.height, p.width);
     PixelPairs q;
     q.count = 0;
-    if (col > 0) add_pair(&q, 2 * (x - 1), x - 1, false);
-    if (col + 1 < p.width) add_pair(&q, 2 * x, x + 1, true);
-    if (row > 0) add_pair(&q, 2 * (x - p.width) + 1, x - p.width, false);
-    if (row + 1 < p.height) add_pair(&q, 2 * x + 1, x + p.width, true);
+    if (px.col > 0) add_pair(&q, 2 * (x - 1), x - 1, false);
+    if (px.col + 1 < p.width) add_pair(&q, 2 * x, x + 1, true);
+    if (px.row > 0) add_pair(&q, 2 * (x - p.width) + 1, x - p.width, false);
+    if (px.row + 1 < p.height) add_pair(&q, 2 * x + 1, x + p.width, true);
     return q;
 }
 

@@ -307,10 +307,24 @@ GLRAST_HD void accumulate(const Accumulator& acc, i64 index, float value) {
     }
 }
 
-// i / d for i >= 0, d > 0: in 32 bits where both fit, as they nearly always do for pixel indices.
-// x86's 64-bit integer division takes ~40-90 cycles, and the two a pixel's row and image took were
-// most of raster_fwd's time on the CPU.
-GLRAST_HD i64 index_div(i64 i, i64 d) { return ((u64)(i | d) >> 32) == 0 ? (i64)((u32)i / (u32)d) : i / d; }
+// i / d for i >= 0, d > 0: none where i < d (a pixel of the first image), else in 32 bits where both
+// fit, as they nearly always do for pixel indices. x86's 64-bit integer division takes ~40-90
+// cycles, and the two a pixel's row and image took were most of raster_fwd's time on the CPU.
+GLRAST_HD i64 index_div(i64 i, i64 d) {
+    if (i < d) return 0;
+    return ((u64)(i | d) >> 32) == 0 ? (i64)((u32)i / (u32)d) : i / d;
+}
+
+// Pixel i of a batch of height x width images.
+struct PixelIndex {
+    i64 image;
+    int row, col;
+};
+GLRAST_HD PixelIndex pixel_index(i64 i, int height, int width) {
+    i64 hw = (i64)height * width, image = index_div(i, hw), pix = i - image * hw;
+    i64 row = index_div(pix, width);
+    return {image, (int)row, (int)(pix - row * width)};
+}
 
 // x clamped to the finite floats: a derivative whose true value lies beyond float's range comes out
 // as the largest float of its sign instead of an infinity (NaN stays NaN).

@@ -38,7 +38,7 @@ GLRAST_HD Corners corners(const InterpolateParams& p, i64 i) {
     c.t = decode_triangle_id(p.rast[4 * i + 3]);
     if (c.t >= p.num_tris) c.t = -1;  // a rast from another mesh must not index past tri
     if (c.t < 0) return c;
-    i64 base = p.attr_image_stride ? index_div(i, p.pixels_per_image) * p.attr_image_stride : 0;
+    i64 base = index_div(i, p.pixels_per_image) * p.attr_image_stride;
     for (int k = 0; k < 3; ++k) c.row[k] = base + (i64)p.tri[3 * (i64)c.t + k] * p.num_attrs;
     return c;
 }

@@ -89,12 +89,10 @@ struct Setup {
 // products of two floats are exact there and cannot overflow (w = 3e38) or underflow, and the L_k of
 // a sliver, which nearly cancel, keep their accuracy.
 GLRAST_HD bool setup(const RasterParams& p, i64 i, int t, Setup& s) {
-    i64 hw = (i64)p.height * p.width;
-    i64 image = p.images > 1 ? index_div(i, hw) : 0, pix = i - image * hw;
-    int row = (int)index_div(pix, p.width), col = (int)(pix - (i64)row * p.width);
-    s.xn = (col + 0.5) * (2.0 / p.width) - 1.0;
-    s.yn = (row + 0.5) * (2.0 / p.height) - 1.0;
-    i64 vbase = image * p.verts_per_image;
+    PixelIndex px = pixel_index(i, p.height, p.width);
+    s.xn = (px.col + 0.5) * (2.0 / p.width) - 1.0;
+    s.yn = (px.row + 0.5) * (2.0 / p.height) - 1.0;
+    i64 vbase = px.image * p.verts_per_image;
     for (int k = 0; k < 3; ++k) {
         s.vi[k] = vbase + p.tri[3 * (i64)t + k];
         const float* pk = p.pos + 4 * s.vi[k];
