@@ -477,3 +477,9 @@ GLRAST_HD int decode_triangle_id(float w) {
 GLRAST_HD void prefetch_tri_row(const int* tri, int tri_of_ahead, int num_tris) {
     if (tri_of_ahead >= 0 && tri_of_ahead < num_tris) prefetch(tri + 3 * (i64)tri_of_ahead);
 }
+
+// The same for a kernel that reads pixel i's triangle from rast ([pixels, 4], the id in channel 3).
+GLRAST_HD void prefetch_rast_tri_row(const int* tri, int num_tris, const float* rast, i64 i, i64 pixels) {
+    if (i + GLRAST_PIXEL_AHEAD < pixels)
+        prefetch_tri_row(tri, decode_triangle_id(rast[4 * (i + GLRAST_PIXEL_AHEAD) + 3]), num_tris);
+}

@@ -32,8 +32,7 @@ struct Corners {
 };
 
 GLRAST_HD Corners corners(const InterpolateParams& p, i64 i) {
-    if (i + GLRAST_PIXEL_AHEAD < p.pixels)
-        prefetch_tri_row(p.tri, decode_triangle_id(p.rast[4 * (i + GLRAST_PIXEL_AHEAD) + 3]), p.num_tris);
+    prefetch_rast_tri_row(p.tri, p.num_tris, p.rast, i, p.pixels);
     Corners c;
     c.t = decode_triangle_id(p.rast[4 * i + 3]);
     if (c.t >= p.num_tris) c.t = -1;  // a rast from another mesh must not index past tri

@@ -358,8 +358,7 @@ GLRAST_KERNEL(raster_fwd, RasterParams) {
 }
 
 GLRAST_SCATTER_KERNEL(raster_grad, RasterParams) {
-    if (i + GLRAST_PIXEL_AHEAD < (i64)p.images * p.height * p.width)
-        prefetch_tri_row(p.tri, decode_triangle_id(p.rast[4 * (i + GLRAST_PIXEL_AHEAD) + 3]), p.num_tris);
+    prefetch_rast_tri_row(p.tri, p.num_tris, p.rast, i, (i64)p.images * p.height * p.width);
     int t = decode_triangle_id(p.rast[4 * i + 3]);
     if (t < 0 || t >= p.num_tris) return;
     const float* gr = p.grad_rast + 4 * i;
