@@ -69,10 +69,12 @@ GLRAST_KERNEL(interpolate_fwd, InterpolateParams) {
     }
 }
 
+// Any of grad_attr (its data), grad_rast and grad_rast_db may be null: a gradient nobody wants.
 GLRAST_SCATTER_KERNEL(interpolate_bwd, InterpolateParams) {
-    float* grad_rast = p.grad_rast + 4 * i;
+    float* grad_rast = p.grad_rast ? p.grad_rast + 4 * i : nullptr;
     float* grad_db = p.grad_rast_db ? p.grad_rast_db + 4 * i : nullptr;
-    for (int k = 0; k < 4; ++k) grad_rast[k] = 0.f;
+    const bool want_attr = p.grad_attr.data != nullptr;
+    if (grad_rast) for (int k = 0; k < 4; ++k) grad_rast[k] = 0.f;
     if (grad_db) for (int k = 0; k < 4; ++k) grad_db[k] = 0.f;
     Corners c = corners(p, i);
     if (c.t < 0) return;
@@ -83,15 +85,19 @@ GLRAST_SCATTER_KERNEL(interpolate_bwd, InterpolateParams) {
     for (int k = 0; k < p.num_attrs; ++k) {
         float gk = go[k];
         if (gk == 0.f) continue;
-        accumulate(p.grad_attr, c.row[0] + k, saturate_f32((double)u * gk));
-        accumulate(p.grad_attr, c.row[1] + k, saturate_f32((double)v * gk));
-        accumulate(p.grad_attr, c.row[2] + k, saturate_f32((double)s * gk));
+        if (want_attr) {
+            accumulate(p.grad_attr, c.row[0] + k, saturate_f32((double)u * gk));
+            accumulate(p.grad_attr, c.row[1] + k, saturate_f32((double)v * gk));
+            accumulate(p.grad_attr, c.row[2] + k, saturate_f32((double)s * gk));
+        }
         gu += gk * ((double)a[0][k] - a[2][k]);
         gv += gk * ((double)a[1][k] - a[2][k]);
     }
-    grad_rast[0] = saturate_f32(gu);
-    grad_rast[1] = saturate_f32(gv);
-    if (!p.grad_da) return;
+    if (grad_rast) {
+        grad_rast[0] = saturate_f32(gu);
+        grad_rast[1] = saturate_f32(gv);
+    }
+    if (!p.grad_da || (!want_attr && !grad_db)) return;
     const float* db = p.rast_db + 4 * i;
     const float* gda = p.grad_da + i * 2 * p.num_diff;
     double gdb[4] = {0.0, 0.0, 0.0, 0.0};
@@ -102,6 +108,7 @@ GLRAST_SCATTER_KERNEL(interpolate_bwd, InterpolateParams) {
         double e0 = (double)a[0][k] - a[2][k], e1 = (double)a[1][k] - a[2][k];
         gdb[0] += gx * e0; gdb[1] += gy * e0; gdb[2] += gx * e1; gdb[3] += gy * e1;
         double g0 = (double)gx * db[0] + (double)gy * db[1], g1 = (double)gx * db[2] + (double)gy * db[3];
+        if (!want_attr) continue;
         accumulate(p.grad_attr, c.row[0] + k, saturate_f32(g0));
         accumulate(p.grad_attr, c.row[1] + k, saturate_f32(g1));
         accumulate(p.grad_attr, c.row[2] + k, saturate_f32(-g0 - g1));

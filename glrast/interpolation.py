@@ -90,35 +90,49 @@ def _interpolate_backward(ctx, grad_out, grad_da):
     attr, rast, rast_db, tri = ctx.saved_tensors
     use_da = bool(ctx.diff)
     grad_da = grad_da if use_da else None
-    grad_attr, grad_rast, grad_rast_db = interpolate_backward(attr, rast, rast_db, tri, ctx.diff, grad_out, grad_da)
-    return grad_attr, grad_rast, grad_rast_db if use_da else None, None, None
+    needs = list(ctx.needs_input_grad[:3])  # attr, rast, rast_db: what nobody wants is not computed
+    grad_attr, grad_rast, grad_rast_db = interpolate_backward(
+        attr, rast, rast_db, tri, ctx.diff, grad_out, grad_da, needs
+    )
+    need_attr, need_rast, need_db = needs
+    return (grad_attr if need_attr else None, grad_rast if need_rast else None,
+            grad_rast_db if use_da and need_db else None, None, None)  # fmt: skip
 
 
-def _interpolate_backward_impl(attr, rast, rast_db, tri, diff, grad_out, grad_da):
-    """(grad_attr, grad_rast, grad_rast_db); grad_rast_db is an empty stand-in without grad_da."""
-    grad_rast = torch.empty_like(rast)
-    grad_rast_db = ops.absent(rast) if grad_da is None else torch.empty_like(rast)
+def _backward_needs(grad_da, needs):
+    """(attr, rast, rast_db) as computed: rast_db's gradient exists only with grad_da."""
+    need_attr, need_rast, need_db = needs
+    return need_attr, need_rast, need_db and grad_da is not None
+
+
+def _interpolate_backward_impl(attr, rast, rast_db, tri, diff, grad_out, grad_da, needs):
+    """(grad_attr, grad_rast, grad_rast_db) for needs = [attr, rast, rast_db]; a gradient not
+    needed (rast_db's without grad_da) is an empty stand-in."""
+    need_attr, need_rast, need_db = _backward_needs(grad_da, needs)
+    grad_rast = torch.empty_like(rast) if need_rast else ops.absent(rast)
+    grad_rast_db = torch.empty_like(rast) if need_db else ops.absent(rast)
     mod = kernels.module("interpolate", attr.device)
-    grad_slots, accumulator = kernels.accumulator(mod, attr.shape, attr.device)
+    grad_slots, accumulator = kernels.accumulator(mod, attr.shape, attr.device) if need_attr else (None, Accumulator())
     # Kept in locals: the kernel only sees raw pointers, so the tensors must outlive the launch.
     grad_out = grad_out.contiguous()
     grad_da = grad_da.contiguous() if grad_da is not None else None
     params = _params(
         attr, rast, rast_db, tri, diff,
-        grad_out=grad_out.data_ptr(), grad_da=ptr(grad_da), grad_attr=accumulator, grad_rast=grad_rast.data_ptr(),
-        grad_rast_db=grad_rast_db.data_ptr() if grad_da is not None else None,
+        grad_out=grad_out.data_ptr(), grad_da=ptr(grad_da), grad_attr=accumulator,
+        grad_rast=grad_rast.data_ptr() if need_rast else None,
+        grad_rast_db=grad_rast_db.data_ptr() if need_db else None,
     )  # fmt: skip
     mod.launch("interpolate_bwd", params, rast.numel() // 4)
-    return kernels.collect(grad_slots), grad_rast, grad_rast_db
+    return kernels.collect(grad_slots) if need_attr else ops.absent(attr), grad_rast, grad_rast_db
 
 
-def _interpolate_backward_fake(attr, rast, rast_db, tri, diff, grad_out, grad_da):
-    grad_rast_db = rast.new_empty(0) if grad_da is None else torch.empty_like(rast)
-    return torch.empty_like(attr), torch.empty_like(rast), grad_rast_db
+def _interpolate_backward_fake(attr, rast, rast_db, tri, diff, grad_out, grad_da, needs):
+    wanted = zip(_backward_needs(grad_da, needs), (attr, rast, rast))
+    return tuple(torch.empty_like(like) if need else like.new_empty(0) for need, like in wanted)
 
 
 def _double_setup(ctx, inputs, output):
-    attr, rast, rast_db, tri, diff, grad_out, grad_da = inputs
+    attr, rast, rast_db, tri, diff, grad_out, grad_da, needs = inputs
     ctx.save_for_backward(attr, rast, rast_db, tri, grad_out, grad_da)
     ctx.diff = diff
     ctx.set_materialize_grads(False)
@@ -138,7 +152,7 @@ def _double_backward(ctx, gg_attr, gg_rast, gg_rast_db):
     d_out = d_da = d_attr = d_rast = d_db = None
     if gg_attr is not None:
         d_out, d_da = interpolate_op(gg_attr, rast, rast_db, tri, diff)
-        _, d_rast, d_db = interpolate_backward(gg_attr, rast, rast_db, tri, diff, grad_out, grad_da)
+        _, d_rast, d_db = interpolate_backward(gg_attr, rast, rast_db, tri, diff, grad_out, grad_da, _RAST_GRADS)
         d_db = d_db if grad_da is not None else None
     if gg_rast is not None or gg_rast_db is not None:
         uv = torch.zeros_like(rast[..., :2]) if gg_rast is None else gg_rast[..., :2]
@@ -150,12 +164,15 @@ def _double_backward(ctx, gg_attr, gg_rast, gg_rast_db):
         out_0, _ = interpolate_op(attr, rast_0, db_0, tri, diff)
         d_out = _add(d_out, out_g - out_0)
         d_da = _add(d_da, da_g)
-        attr_g = interpolate_backward(attr, rast_g, db_g, tri, diff, grad_out, grad_da)[0]
-        attr_0 = interpolate_backward(attr, rast_0, db_0, tri, diff, grad_out, grad_da)[0]
+        attr_g = interpolate_backward(attr, rast_g, db_g, tri, diff, grad_out, grad_da, _ATTR_GRAD)[0]
+        attr_0 = interpolate_backward(attr, rast_0, db_0, tri, diff, grad_out, grad_da, _ATTR_GRAD)[0]
         d_attr = attr_g - attr_0
     if rast_db is None:
         d_db = None
-    return d_attr, d_rast, d_db, None, None, d_out, d_da if grad_da is not None else None
+    return d_attr, d_rast, d_db, None, None, d_out, d_da if grad_da is not None else None, None
+
+
+_RAST_GRADS, _ATTR_GRAD = [False, True, True], [True, False, False]  # interpolate_backward's needs
 
 
 def _add(a: torch.Tensor | None, b: torch.Tensor) -> torch.Tensor:
@@ -172,8 +189,8 @@ interpolate_op = ops.Op(
 )
 interpolate_backward = ops.Op(
     "interpolate_backward",
-    "(Tensor attr, Tensor rast, Tensor? rast_db, Tensor tri, int[] diff, Tensor grad_out, Tensor? grad_da) "
-    "-> (Tensor, Tensor, Tensor)",
+    "(Tensor attr, Tensor rast, Tensor? rast_db, Tensor tri, int[] diff, Tensor grad_out, Tensor? grad_da, "
+    "bool[] needs) -> (Tensor, Tensor, Tensor)",
     _interpolate_backward_impl,
     _interpolate_backward_fake,
     _double_setup,

@@ -94,7 +94,8 @@ def _op_cases(device):
         "interpolate": (interpolation.interpolate_op, (attr, rast, rast_db, tri, [0, 2])),
         "interpolate_backward": (
             interpolation.interpolate_backward,
-            (attr, rast, rast_db, tri, [0, 2], rand(1, 8, 8, 3).requires_grad_(True), rand(1, 8, 8, 4)),
+            (attr, rast, rast_db, tri, [0, 2], rand(1, 8, 8, 3).requires_grad_(True), rand(1, 8, 8, 4),
+             [True, True, True]),
         ),
         "texture": (texturing.texture_op, (tex, pyr, uv, uv_da, None, mip, 0, 3, True)),
         "texture_backward": (
