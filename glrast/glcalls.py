@@ -19,7 +19,6 @@ GL_TRIANGLES = 0x0004
 GL_ARRAY_BUFFER = 0x8892
 GL_MAP_WRITE_BIT = 0x0002
 GL_MAP_INVALIDATE_BUFFER_BIT = 0x0008
-GL_MAP_UNSYNCHRONIZED_BIT = 0x0020
 GL_READ_FRAMEBUFFER = 0x8CA8
 GL_COLOR_ATTACHMENT0 = 0x8CE0
 GL_DEPTH_COMPONENT = 0x1902
@@ -98,11 +97,12 @@ def read_pixels(viewport: tuple[int, int, int, int], format: int, type: int, add
 
 def map_buffer(buffer: int, nbytes: int) -> int:
     """Map the first `nbytes` of GL buffer `buffer` for writing; returns the address.
-    Unsynchronized: every draw that reads the buffer has been read back (and so has
-    finished) before the next call maps it again."""
+    Synchronized: a CPU draw maps the buffer again for each run while the last run's draw may
+    still be pending, so the GL must wait for it or rename the storage (llvmpipe has fetched a
+    draw's vertices before the call returns, and does neither)."""
     calls = gl()
     calls.glBindBuffer(GL_ARRAY_BUFFER, buffer)
-    address = calls.glMapBufferRange(GL_ARRAY_BUFFER, 0, nbytes, GL_MAP_WRITE_BIT | GL_MAP_UNSYNCHRONIZED_BIT)
+    address = calls.glMapBufferRange(GL_ARRAY_BUFFER, 0, nbytes, GL_MAP_WRITE_BIT)
     if not address:
         raise RuntimeError(f"glrast: glMapBufferRange of {nbytes} bytes of the corner buffer failed")
     return address

@@ -130,7 +130,8 @@ def default_contexts() -> int:
 class CornerBuffer:
     """The GL buffer of triangle corners that the raster_corners kernel writes straight into: mapped
     into the process (glMapBufferRange) for CPU tensors, registered with CUDA and mapped into the
-    device's address space for CUDA tensors (once per allocation; the buffer only grows)."""
+    device's address space for CUDA tensors (once per allocation; the buffer only grows). A CPU
+    draw fills it one run at a time (RasterPipeline.draw_slice)."""
 
     def __init__(self, gl: moderngl.Context):
         self.gl = gl
@@ -425,7 +426,6 @@ class RasterPipeline:
         out_depth is given, depth ([H, W] float32, 1 where empty). The GL context must be current."""
         self._grow(height, width)
         program, vao = self._program(peel)
-        self.corners.gather(pos, tri, kept, image, first, count)
         gl = self.gl
         gl.enable(moderngl.DEPTH_TEST)
         gl.depth_func = "<"
@@ -438,8 +438,11 @@ class RasterPipeline:
         run = self.flush_tris if pos.device.type == "cpu" and self.flush_tris else max(count, 1)
         for start in range(0, count, run):
             n = min(run, count - start)
+            # Each run's corners are gathered just before its draw, so the buffer holds one run
+            # (48 B a triangle: 42 MB fewer for 1.3M triangles at 1024²) and is still in cache.
+            self.corners.gather(pos, tri, kept, image, first + start, n)
             program["tri_base"].value = first + start
-            glcalls.draw_triangles(program.glo, vao.glo, 3 * start, 3 * n)
+            glcalls.draw_triangles(program.glo, vao.glo, 0, 3 * n)
             if start + n < count:
                 glcalls.flush()
         self.reader.read(self.fbo, [(0, out_ids)] + ([(-1, out_depth)] if out_depth is not None else []), viewport)
