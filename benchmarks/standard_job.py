@@ -194,13 +194,16 @@ def run(
     dev = torch.device(device)
     if calls and dev.type != "cpu":
         raise ValueError(f"standard_job: calls times host kernels and llvmpipe's GL calls; device is {dev}, not cpu")
+    # The backend first, as the peers load theirs (mi.set_variant) before their reading after imports:
+    # the GL context maps the driver's code (llvmpipe's LLVM on the CPU), about 60 MB.
+    glctx = dr.RasterizeGLContext(device=dev, output_db=False)
+    rss_after_backend = rss_mb()
     verts, tri = mesh.icosphere(LEVELS[tris])
     verts, tri = verts.to(dev), tri.to(dev)
     mvp = projection().to(dev)
     colors0 = vertex_colors(verts.shape[0]).to(dev)
     # Row 0 of rast is the bottom of the image (clip y = -1); row 0 of the target is the top.
     target = target_image(res).flip(0)[None].to(dev)
-    glctx = dr.RasterizeGLContext(device=dev, output_db=False)
     topology = dr.antialias_construct_topology_hash(tri) if mode == "vis" else None
     moves = mode in ("fwd_dyn", "pos", "vis")
     static_pos = (torch.cat([verts, torch.ones_like(verts[:, :1])], 1) @ mvp.T)[None].contiguous()
@@ -226,7 +229,7 @@ def run(
                 lap("antialias")
         if mode.startswith("fwd"):
             return image, None
-        loss = (image - target).square().mean()
+        loss = torch.nn.functional.mse_loss(image, target)  # one pass each way: no image-sized temporaries
         lap("loss")
         if laps:
             laps.hook(image, "loss backward")
@@ -275,6 +278,7 @@ def run(
         "threads": torch.get_num_threads(),
         **timing,
         "peak_rss_mb": peak_rss_mb(),
+        "rss_after_backend_mb": rss_after_backend,
         "coverage": round(float((image.sum(-1) > 0).float().mean()), 4),
         "img_mean": round(float(image.mean()), 5),
         "loss": round(state.get("loss", float((image - target).square().mean())), 6),
